@@ -1,0 +1,3 @@
+from soaklib.cli import main
+
+main()

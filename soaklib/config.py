@@ -1,0 +1,103 @@
+"""Configuration: defaults from ``defaults.toml`` (the one home of numbers) merged with a user TOML.
+
+A user file may override any key that exists in the defaults (or add entries to tables that
+are open maps, such as ``params``); anything else is refused with the file and the key named.
+"""
+from __future__ import annotations
+
+import copy
+import tomllib
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+# tables whose keys are user-extensible (new goals, new parameters)
+_OPEN_TABLES = {"goals", "params"}
+
+
+@lru_cache(maxsize=1)
+def _defaults() -> dict[str, Any]:
+    text = resources.files("soaklib").joinpath("defaults.toml").read_text("utf-8")
+    return tomllib.loads(text)
+
+
+def defaults() -> dict[str, Any]:
+    """A fresh copy of the built-in defaults."""
+    return copy.deepcopy(_defaults())
+
+
+def _merge(base: dict, over: dict, path: str, src: Path) -> None:
+    for key, val in over.items():
+        dotted = f"{path}.{key}" if path else key
+        if key not in base:
+            if path.split(".")[-1] in _OPEN_TABLES or path in _OPEN_TABLES:
+                base[key] = val
+                continue
+            raise ConfigError("unknown key, expected one of: " + ", ".join(sorted(base)), path=src, field=dotted)
+        cur = base[key]
+        if isinstance(cur, dict):
+            if not isinstance(val, dict):
+                raise ConfigError(f"expected a table, got {type(val).__name__}", path=src, field=dotted)
+            _merge(cur, val, dotted, src)
+        elif isinstance(cur, bool):
+            if not isinstance(val, bool):
+                raise ConfigError(f"expected true or false, got {val!r}", path=src, field=dotted)
+            base[key] = val
+        elif isinstance(cur, (int, float)):
+            if isinstance(val, bool) or not isinstance(val, (int, float)):
+                raise ConfigError(f"expected a number, got {val!r}", path=src, field=dotted)
+            base[key] = type(cur)(val) if isinstance(cur, float) else val
+        elif isinstance(cur, str):
+            if not isinstance(val, str):
+                raise ConfigError(f"expected a string, got {val!r}", path=src, field=dotted)
+            base[key] = val
+        else:
+            base[key] = val
+
+
+def load_config(path: str | Path | None = None, *, overrides: dict | None = None) -> dict[str, Any]:
+    """Effective configuration: defaults, then the TOML file at ``path``, then ``overrides``.
+
+    Returns a plain nested dict (it is snapshotted into run.json as is). Validation of the
+    individual sections (goals, params) is done here so every consumer can trust it.
+    """
+    cfg = defaults()
+    if path is not None:
+        p = Path(path)
+        try:
+            user = tomllib.loads(p.read_text("utf-8"))
+        except FileNotFoundError:
+            raise ConfigError("config file not found", path=p) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config: {exc}", path=p) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"invalid TOML: {exc}", path=p) from None
+        _merge(cfg, user, "", p)
+    if overrides:
+        _merge(cfg, overrides, "", Path("<overrides>"))
+    validate_config(cfg, path)
+    return cfg
+
+
+def validate_config(cfg: dict[str, Any], src: str | Path | None = None) -> None:
+    where = src if src is not None else "<config>"
+    for name, goal in cfg.get("goals", {}).items():
+        if goal.get("op") not in (">=", "<="):
+            raise ConfigError(f"expected '>=' or '<=', got {goal.get('op')!r}", path=where, field=f"goals.{name}.op")
+        if goal.get("agg") not in ("mean", "median", "min", "max", "last"):
+            raise ConfigError("expected one of mean, median, min, max, last", path=where, field=f"goals.{name}.agg")
+        for k in ("hard", "soft"):
+            v = goal.get(k)
+            if k == "soft" and v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(f"expected a number, got {v!r}", path=where, field=f"goals.{name}.{k}")
+    if cfg["run"]["on_failure"] not in ("continue", "stop"):
+        raise ConfigError("expected 'continue' or 'stop'", path=where, field="run.on_failure")
+    # the parameter registry validates its own table (bounds, steps)
+    from .params import registry_from_config
+
+    registry_from_config(cfg, src=where)

@@ -1,0 +1,55 @@
+"""Error tree. Every user-facing failure is a SoakError carrying its exit code.
+
+The CLI prints ``soak: error: <message>`` (one line) and exits with ``exit_code``;
+tracebacks are for bugs only.
+"""
+from __future__ import annotations
+
+
+class SoakError(Exception):
+    """Base of every soaklib error. ``exit_code`` is what the CLI returns."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, path: object | None = None, field: str | None = None):
+        self.path = path
+        self.field = field
+        parts = []
+        if path is not None:
+            parts.append(str(path))
+        if field:
+            parts.append(f"field '{field}'")
+        prefix = ": ".join(parts)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class InputError(SoakError, ValueError):
+    """Bad user input: a file, an option, a config value. Exit 2."""
+
+    exit_code = 2
+
+
+class ConfigError(InputError):
+    """A configuration, profile or scenario is invalid. Exit 2."""
+
+
+class RecordError(InputError):
+    """A record or artifact on disk is invalid or unreadable. Exit 2."""
+
+
+class RunnerError(SoakError):
+    """The strategy runner failed beyond the failure policy. Exit 4."""
+
+    exit_code = 4
+
+
+class ReportError(SoakError):
+    """A report notebook failed to execute or render. Exit 4."""
+
+    exit_code = 4
+
+
+class CheckFailed(SoakError):
+    """A check the user asked for did not pass (gate FAIL, strict verify, bundle verify). Exit 1."""
+
+    exit_code = 1
