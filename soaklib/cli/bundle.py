@@ -1,0 +1,58 @@
+"""``soak bundle RUN --out DIR [--version V] [--previous DIR] [--force]`` and ``soak bundle verify DIR``."""
+from __future__ import annotations
+
+import click
+
+from ..config import load_config
+
+
+class _BundleGroup(click.Group):
+    """``soak bundle RUN ...`` builds; ``soak bundle verify DIR`` checks (a run named ``verify``: use ./verify)."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["build", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group("bundle", cls=_BundleGroup)
+def command() -> None:
+    """Release bundle of a reported run, or its integrity check.
+
+    \b
+      soak bundle RUN --out DIR [--version V] [--previous DIR] [--force]   (= soak bundle build ...)
+      soak bundle verify DIR
+    """
+
+
+@command.command("build")
+@click.argument("run", type=click.Path())
+@click.option("--out", "out", required=True, type=click.Path(), help="bundle directory to create")
+@click.option("--version", "version", default=None, help="release version (default: the --out directory name)")
+@click.option("--previous", type=click.Path(), default=None,
+              help="the previous release bundle: CHANGELOG diff and rollback profile come from it")
+@click.option("--force", is_flag=True, help="replace an existing bundle at --out")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file overriding defaults")
+def build(run: str, out: str, version: str | None, previous: str | None, force: bool, config_path: str | None) -> None:
+    """Assemble the bundle of RUN (needs `soak report` and `soak verify` outputs) in DIR, atomically."""
+    from ..bundle import build_bundle
+
+    cfg = load_config(config_path)
+    res = build_bundle(run, out, cfg, version=version, previous=previous, force=force)
+    for rel, meta in sorted(res.files.items()):
+        click.echo(f"  {meta['bytes']:>10}  {rel}")
+    for n in res.notes:
+        click.echo(f"note: {n}")
+    click.echo(f"bundle {res.version} written to {res.path} ({len(res.files)} files + MANIFEST.json), "
+               f"gate verdict {res.verdict}")
+
+
+@command.command("verify")
+@click.argument("bundle_dir", metavar="DIR", type=click.Path())
+def verify(bundle_dir: str) -> None:
+    """Check every file of the bundle against MANIFEST.json; exit 1 naming any changed or missing file."""
+    from ..bundle import verify_bundle
+
+    res = verify_bundle(bundle_dir)
+    click.echo(f"bundle OK: {res.checked} files match {bundle_dir}/MANIFEST.json "
+               f"(version {res.manifest.get('version')}, verdict {res.manifest.get('verdict')})")

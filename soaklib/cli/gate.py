@@ -1,0 +1,54 @@
+"""``soak gate RUN [--last-n 8] [--summary-md FILE] [--fail-on-warn]``: KPI goals → exit code (DESIGN §9)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .. import _io
+from ..config import load_config
+from ..errors import CheckFailed, InputError
+
+GATE_FILE = ("reports", "analysis", "GATE.json")
+
+
+@click.command("gate")
+@click.argument("run", type=click.Path())
+@click.option("--last-n", type=click.IntRange(min=1), default=None,
+              help="evaluate the last N ok iterations (default: [report] last_n, 8)")
+@click.option("--summary-md", type=click.Path(dir_okay=False),
+              help="also write the Markdown summary here (e.g. $GITHUB_STEP_SUMMARY; appended to)")
+@click.option("--fail-on-warn", is_flag=True, help="exit 1 on WARN too")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file overriding defaults")
+def command(run: str, last_n: int | None, summary_md: str | None, fail_on_warn: bool,
+            config_path: str | None) -> None:
+    """Evaluate the KPI goals over the run's last N ok iterations.
+
+    Writes RUN/reports/analysis/GATE.json. Exit 0 on PASS or WARN, 1 on FAIL or INCONCLUSIVE
+    (missing data never passes), 1 on WARN with --fail-on-warn.
+    """
+    from ..gate import FAIL, INCONCLUSIVE, WARN, evaluate
+    from ..loader import open_run
+
+    cfg = load_config(config_path)
+    r = open_run(run)
+    res = evaluate(r.iterations, cfg, last_n)
+    # the gate already names excluded failed iterations
+    res.notes.extend(f"loader: {w}" for w in r.warnings if not w.startswith("failed iterations"))
+    out = Path(r.path).joinpath(*GATE_FILE)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _io.write_json(out, res.to_dict())
+    except OSError as exc:
+        raise InputError(f"cannot write the gate result: {exc.strerror or exc}", path=out) from None
+    if summary_md:
+        try:
+            # append: GitHub's step summary file collects several steps
+            with open(summary_md, "a", encoding="utf-8") as f:
+                f.write(res.to_markdown())
+        except OSError as exc:
+            raise InputError(f"cannot write the summary: {exc.strerror or exc}", path=summary_md) from None
+    click.echo(res.to_text())
+    if res.verdict in (FAIL, INCONCLUSIVE) or (fail_on_warn and res.verdict == WARN):
+        bad = [f"{g.kpi}={g.status}" for g in res.goals if g.status != "PASS"]
+        raise CheckFailed(f"gate {res.verdict}: " + ", ".join(bad))

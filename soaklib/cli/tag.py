@@ -1,0 +1,26 @@
+"""``soak tag DIR --tag V [--dry-run] [--force] [--repo PATH]``: annotated git tag for a release bundle."""
+from __future__ import annotations
+
+import shlex
+
+import click
+
+
+@click.command("tag")
+@click.argument("bundle_dir", metavar="DIR", type=click.Path())
+@click.option("--tag", "tag", required=True, help="tag name, e.g. v1.4.0")
+@click.option("--dry-run", is_flag=True, help="print the tag and its message; write nothing")
+@click.option("--force", is_flag=True, help="replace an existing tag of that name")
+@click.option("--repo", default=".", type=click.Path(), show_default=True, help="git repository to tag (at HEAD)")
+def command(bundle_dir: str, tag: str, dry_run: bool, force: bool, repo: str) -> None:
+    """Verify the bundle DIR, then tag HEAD with an annotated tag carrying its KPI summary. Never prompts."""
+    from ..tag import make_tag
+
+    res = make_tag(bundle_dir, tag, repo=repo, dry_run=dry_run, force=force)
+    if res.dry_run:
+        click.echo(f"[dry-run] would run: {shlex.join(res.command)}  (message on stdin)")
+        click.echo(f"[dry-run] {'replacing' if res.replaced else 'creating'} tag {res.tag} at {res.commit}; message:")
+        click.echo(res.message)
+        return
+    click.echo(f"{'replaced' if res.replaced else 'created'} annotated tag {res.tag} at {res.commit}")
+    click.echo(f"push it with: git push origin {shlex.quote('refs/tags/' + res.tag)}")
