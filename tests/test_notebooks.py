@@ -1,0 +1,146 @@
+"""The report notebooks: thin, parameterised, committed without outputs, and executable by
+papermill and nbval (the verdict cell's output is checked against the committed one)."""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from soaklib import reports
+from soaklib.testing import write_synthetic_run
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
+BANNED = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.For, ast.While, ast.With, ast.AsyncFor,
+          ast.AsyncWith, ast.Lambda, ast.ListComp, ast.DictComp, ast.SetComp, ast.GeneratorExp)
+BANNED_NAMES = {"open", "json", "sys", "os", "glob", "Path", "exec", "eval"}
+
+
+def test_both_notebooks_exist():
+    assert {p.stem for p in PATHS} == {"audit", "recommendations"}
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
+def test_notebook_is_thin(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
+    for cell in code:
+        nodes = list(ast.walk(ast.parse(cell.source)))
+        bad = sorted({type(n).__name__ for n in nodes if isinstance(n, BANNED)})
+        bad += [n.id for n in nodes if isinstance(n, ast.Name) and n.id in BANNED_NAMES]
+        bad += [n.names[0].name for n in nodes if isinstance(n, (ast.Import, ast.ImportFrom))
+                and (getattr(n, "module", None) or n.names[0].name).split(".")[0] != "soaklib"]
+        assert not bad, f"{path.name}: move {bad} into soaklib; cell starts {cell.source[:60]!r}"
+        # one library call per cell (plus its binding and the import)
+        calls = [n for n in ast.parse(cell.source).body if not isinstance(n, (ast.Import, ast.ImportFrom))]
+        assert len(calls) <= 4, f"{path.name}: cell too long: {cell.source[:60]!r}"
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
+def test_committed_without_outputs(path: Path):
+    """Only the nbval-checked verdict cell may carry an output; nothing else is committed run state."""
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        if "NBVAL_CHECK_OUTPUT" in cell.source:
+            assert all(o.get("output_type") == "stream" for o in cell.outputs), "checked cell: text output only"
+            continue
+        assert cell.outputs == [], f"{path.name}: committed outputs in cell {cell.source[:50]!r}"
+        assert cell.execution_count is None, f"{path.name}: committed execution count"
+    assert "papermill" not in nb.metadata, f"{path.name}: an executed copy was committed"
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
+def test_parameters_match_dataclass(path: Path):
+    declared = set(papermill.inspect_notebook(str(path)))
+    expected = {f.name for f in dataclasses.fields(reports.PARAMS[path.stem])}
+    assert declared == expected
+
+
+def test_audit_has_a_checked_verdict_cell():
+    nb = nbformat.read(NOTEBOOKS / "audit.ipynb", as_version=4)
+    checked = [c for c in nb.cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source]
+    assert len(checked) == 1 and "verdict:" in "".join(o.get("text", "") for o in checked[0].outputs)
+
+
+def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "papermill", *args, "--no-progress-bar"], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _outputs_text(path: Path) -> str:
+    nb = nbformat.read(path, as_version=4)
+    parts = []
+    for c in nb.cells:
+        for o in c.get("outputs", []):
+            parts.append(o.get("text", ""))
+            parts.append(str(o.get("data", {}).get("text/markdown", "")))
+            parts.append("".join(o.get("traceback", [])))
+    return "\n".join(parts)
+
+
+def test_papermill_with_relative_src_from_a_checkout_root(tmp_path: Path):
+    """`papermill notebooks/audit.ipynb out.ipynb -p src runs/latest` from the root."""
+    write_synthetic_run(tmp_path / "runs", 9)
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "audit.ipynb").write_bytes((NOTEBOOKS / "audit.ipynb").read_bytes())
+    r = _run(tmp_path, "notebooks/audit.ipynb", "out.ipynb", "-p", "src", "runs/latest")
+    assert r.returncode == 0, r.stderr[-2000:]
+    text = _outputs_text(tmp_path / "out.ipynb")
+    assert "verdict: PASS" in text and "Cannot analyse" not in text
+
+
+@pytest.mark.parametrize("case", ["not_a_run", "empty_run", "one_iteration", "last_n_too_big", "bad_last_n"])
+def test_bad_input_gives_a_message(tmp_path: Path, case: str):
+    """What the notebook cells call: never raises for bad input, shows a message instead."""
+    last_n = 8
+    if case == "not_a_run":
+        (tmp_path / "nothing").mkdir()
+        src, expect = str(tmp_path / "nothing"), "Cannot analyse"
+    elif case == "empty_run":
+        src, expect = str(write_synthetic_run(tmp_path / "runs", 0, latest=False)), "no iterations"
+    elif case == "one_iteration":
+        src, expect = str(write_synthetic_run(tmp_path / "runs", 1)), "verdict: INCONCLUSIVE"
+    elif case == "bad_last_n":
+        src, expect, last_n = str(write_synthetic_run(tmp_path / "runs", 3)), "last_n", 0
+    else:
+        src, expect, last_n = str(write_synthetic_run(tmp_path / "runs", 3)), "larger than the run", 50
+    audit = reports.Audit(src, last_n, "")
+    shown = [audit.header(), audit.executive_summary(), audit.kpi_table(), audit.trend_charts(), audit.guards(),
+             audit.params_chart(), audit.verification(), audit.failures(), audit.final_assessment()]
+    text = audit.verdict_text() + "\n" + "\n".join(x.data for x in shown if isinstance(getattr(x, "data", None), str))
+    assert all(x is None or x.data for x in shown)
+    assert expect in text, text[:2000]
+    advice = reports.Advice(src, last_n, "", False)
+    for x in (advice.header(), advice.status(), advice.details(), advice.chart(), advice.notes()):
+        assert x is None or hasattr(x, "data")
+
+
+def test_bad_src_through_papermill_shows_the_message(tmp_path: Path):
+    out = tmp_path / "out.ipynb"
+    r = _run(tmp_path, str(NOTEBOOKS / "audit.ipynb"), str(out), "-p", "src", "no/such/run")
+    assert r.returncode == 0, r.stderr[-1500:]
+    text = _outputs_text(out)
+    assert "Cannot analyse" in text and "Traceback" not in text
+
+
+def test_nbval_lax_passes_on_the_example_run():
+    """The notebooks as committed pass `pytest --nbval-lax notebooks/` (run here, so the normal
+    test command covers them)."""
+    r = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider",
+                        "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"), "-q", str(NOTEBOOKS)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert " passed" in r.stdout and "failed" not in r.stdout
