@@ -1,0 +1,214 @@
+"""``soak run``: a new soak (or ``--resume RUN``), progress bar per iteration, closing table."""
+from __future__ import annotations
+
+import math
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import InputError
+
+
+class _Progress:
+    """Soak observer: a tqdm bar on stderr showing the last iteration's KPIs."""
+
+    def __init__(self, runs_dir: str | Path | None = None) -> None:
+        self.bar = None
+        self.runs_dir = runs_dir
+
+    def on_start(self, manifest: dict) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=int(manifest["iterations_planned"]), initial=int(manifest.get("iterations_done", 0)),
+                        desc=f"soak {manifest['run_id']}", unit="it", file=sys.stderr, dynamic_ncols=True)
+
+    def on_iteration(self, record: dict, manifest: dict) -> None:
+        if self.bar is None:
+            return
+        s = record.get("summary") or {}
+        if record.get("status") == "failed":
+            self.bar.set_postfix_str(f"it {record['iteration']} FAILED: {record['failure']['reason'][:40]}")
+        else:
+            self.bar.set_postfix_str(
+                f"net={_f(s.get('net_bps'), '.2f')} mt={_f(s.get('maker_taker_ratio'), '.2f')} "
+                f"p95={_f(s.get('p95_latency_ms'), '.0f')}ms risk={_f(s.get('risk_ratio'), '.2f')} "
+                f"{s.get('kpi_verdict') or ''}")
+        self.bar.update(1)
+
+    def on_finish(self, manifest: dict) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if manifest.get("status") in ("interrupted", "failed") and self.runs_dir is not None:
+            where = Path(self.runs_dir) / str(manifest.get("run_id"))
+            click.echo(f"soak: run {manifest.get('status')} after {manifest.get('iterations_done')} iterations; "
+                       f"continue with: soak run --resume {where}", err=True)
+
+
+def _f(v: Any, fmt: str) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return "-"
+    return format(v, fmt)
+
+
+def closing_table(records: list[dict]) -> str:
+    """Plain-text table of the run: one row per iteration."""
+    head = f"{'iter':>4} {'status':<6} {'net_bps':>8} {'mk/tk':>6} {'p95 ms':>7} {'risk':>5} {'verdict':<7} changed"
+    lines = [head, "-" * len(head)]
+    for r in records:
+        s = r.get("summary") or {}
+        t = r.get("tuning") or {}
+        changed = ", ".join(f"{k}{t['deltas'][k]:+g}" for k in t.get("changed_keys") or [] if k in t.get("deltas", {}))
+        lines.append(f"{r['iteration']:>4} {r['status']:<6} {_f(s.get('net_bps'), '.2f'):>8} "
+                     f"{_f(s.get('maker_taker_ratio'), '.3f'):>6} {_f(s.get('p95_latency_ms'), '.0f'):>7} "
+                     f"{_f(s.get('risk_ratio'), '.2f'):>5} {(s.get('kpi_verdict') or '-'):<7} {changed}")
+    return "\n".join(lines)
+
+
+def _resolve_scenario(name: str) -> str:
+    p = Path(name)
+    if p.suffix == ".toml" or "/" in name:
+        if not p.is_file():
+            raise InputError("scenario file not found", path=p, field="scenario")
+        return str(p.resolve())
+    return name
+
+
+def _check_scenario(scenario: str, cfg: dict) -> None:
+    """Fail on an unknown/malformed scenario before a run dir is created (when the sim can tell)."""
+    try:
+        from ..sim import scenario as scen_mod  # type: ignore[attr-defined]
+    except ImportError:
+        return
+    for fn_name in ("load_scenario", "load"):
+        fn = getattr(scen_mod, fn_name, None)
+        if fn is not None:
+            try:
+                fn(scenario)
+            except TypeError:
+                return
+            return
+
+
+def _parse(kind: type, name: str, text: str | None):
+    if text is None:
+        return None
+    try:
+        v = kind(text)
+    except ValueError:
+        raise InputError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}", field=name) from None
+    if kind is float and not math.isfinite(v):
+        raise InputError(f"expected a finite number, got {text!r}", field=name)
+    return v
+
+
+def _sigterm(signum, frame):  # turn SIGTERM into the same clean stop as Ctrl-C
+    raise KeyboardInterrupt
+
+
+@click.command("run")
+@click.option("--iterations", default=None, metavar="N", help="iterations to run (default: run.iterations)")
+@click.option("--auto-tune/--no-auto-tune", "auto_tune", default=None, help="tune parameters between iterations")
+@click.option("--runner", "runner_spec", default="sim", metavar="sim|CMD", show_default=True,
+              help='"sim" (embedded simulator) or an external command line')
+@click.option("--scenario", default=None, metavar="NAME|FILE", help="scenario NAME or TOML FILE (default: run.scenario)")
+@click.option("--profile", default=None, metavar="NAME|FILE", help="initial parameters: profile NAME or JSON FILE (default: run.profile)")
+@click.option("--seed", default=None, metavar="S", help="run seed (default: run.seed)")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config file")
+@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False))
+@click.option("--metrics-port", default=None, metavar="PORT", help="serve live Prometheus metrics on 127.0.0.1:PORT")
+@click.option("--iteration-timeout", default=None, metavar="SECONDS", help="seconds per iteration (external runner)")
+@click.option("--on-failure", default=None, metavar="[continue|stop]", help="continue | stop (default: run.on_failure)")
+@click.option("--resume", "resume_dir", default=None, type=click.Path(), metavar="RUN", help="continue an interrupted run dir")
+@click.option("--duration-s", default=None, metavar="SECONDS", help="simulated seconds per iteration")
+def command(iterations, auto_tune, runner_spec, scenario, profile, seed, config_path, runs_dir, metrics_port,
+            iteration_timeout, on_failure, resume_dir, duration_s) -> int:
+    """Run a soak: N iterations of the strategy, auto-tuning between them, into runs/<id>/."""
+    # parsed here (not by click) so a bad value is one line "soak: error: ..." with exit 2
+    iterations = _parse(int, "--iterations", iterations)
+    seed = _parse(int, "--seed", seed)
+    metrics_port = _parse(int, "--metrics-port", metrics_port)
+    iteration_timeout = _parse(float, "--iteration-timeout", iteration_timeout)
+    duration_s = _parse(float, "--duration-s", duration_s)
+    if on_failure is not None and on_failure not in ("continue", "stop"):
+        raise InputError(f"expected 'continue' or 'stop', got {on_failure!r}", field="--on-failure")
+    from .. import soak
+    from ..config import load_config
+    from ..params import load_profile, registry
+    from ..runners import make_runner
+
+    progress = _Progress(runs_dir if resume_dir is None else Path(resume_dir).parent)
+    observers: list[Any] = [progress]
+    exporter = None
+    if resume_dir is not None:
+        given = {"--iterations": iterations, "--auto-tune": auto_tune, "--scenario": scenario, "--profile": profile,
+                 "--seed": seed, "--config": config_path, "--on-failure": on_failure, "--duration-s": duration_s,
+                 "--iteration-timeout": iteration_timeout}
+        clash = [k for k, v in given.items() if v is not None] + (["--runner"] if runner_spec != "sim" else [])
+        if clash:
+            raise InputError(f"{', '.join(clash)} cannot be combined with --resume (a run resumes with its own "
+                             "settings from run.json)", field="resume")
+    else:
+        if iterations is not None and iterations < 1:
+            raise InputError(f"expected an integer >= 1, got {iterations}", field="--iterations")
+        if seed is not None and seed < 0:
+            raise InputError(f"expected an integer >= 0, got {seed}", field="--seed")
+        if duration_s is not None and not (duration_s > 0 and math.isfinite(duration_s)):
+            raise InputError(f"expected a number > 0, got {duration_s}", field="--duration-s")
+        if iteration_timeout is not None and not iteration_timeout > 0:
+            raise InputError(f"expected a number > 0, got {iteration_timeout}", field="--iteration-timeout")
+    if metrics_port is not None and not 0 <= metrics_port <= 65535:
+        raise InputError(f"expected a port in [0, 65535], got {metrics_port}", field="--metrics-port")
+
+    old = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        if resume_dir is None:
+            run_over: dict[str, Any] = {}
+            if on_failure is not None:
+                run_over["on_failure"] = on_failure
+            if iteration_timeout is not None:
+                run_over["iteration_timeout_s"] = float(iteration_timeout)
+            if duration_s is not None:
+                run_over["duration_s"] = float(duration_s)
+            cfg = load_config(config_path, overrides={"run": run_over} if run_over else None)
+            rc = cfg["run"]
+            n = iterations if iterations is not None else int(rc["iterations"])
+            if n < 1:
+                raise InputError(f"expected an integer >= 1, got {n}", field="run.iterations")
+            scen = _resolve_scenario(scenario if scenario is not None else rc["scenario"])
+            prof = profile if profile is not None else rc["profile"]
+            values = load_profile(prof, registry(cfg))
+            if runner_spec == "sim":
+                _check_scenario(scen, cfg)
+            runner = make_runner(runner_spec, scenario=scen, duration_s=float(rc["duration_s"]), config=cfg,
+                                 timeout_s=float(rc["iteration_timeout_s"]))
+            if metrics_port is not None:
+                exporter = _exporter(metrics_port, cfg)
+                observers.append(exporter)
+            res = soak.run_soak(runs_dir=runs_dir, iterations=n, cfg=cfg, profile_name=str(prof),
+                                profile_values=values, seed=int(seed if seed is not None else rc["seed"]),
+                                scenario=scen, auto_tune=bool(auto_tune), duration_s=float(rc["duration_s"]),
+                                runner=runner, runner_label=runner_spec, observers=observers)
+        else:
+            if metrics_port is not None:
+                exporter = _exporter(metrics_port, None)
+                observers.append(exporter)
+            res = soak.resume(resume_dir, observers=observers)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        if exporter is not None and hasattr(exporter, "close"):
+            exporter.close()
+    click.echo(closing_table(res.records))
+    click.echo(f"run: {res.path} ({res.status}, {len(res.records)} iterations, wall {res.wall_s:.1f} s, "
+               f"runner {res.runner_s:.1f} s)")
+    return 0
+
+
+def _exporter(port: int, cfg: dict | None):
+    try:
+        from ..metrics import LiveExporter
+    except ImportError as exc:
+        raise InputError(f"--metrics-port needs soaklib.metrics: {exc}", field="--metrics-port") from None
+    return LiveExporter(port, host="127.0.0.1", cfg=cfg) if cfg is not None else LiveExporter(port, host="127.0.0.1")
