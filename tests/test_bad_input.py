@@ -124,17 +124,10 @@ CASES = ["truncated", "nan", "infinity", "string-number", "iteration-0", "iterat
          "non-utf8", "empty", "huge", "ratio-out-of-range", "symlink-outside", "directory"]
 
 
-_LOADER_GAP = pytest.mark.xfail(
-    reason="soaklib/loader.py record_files (records/loader engineer) skips a directory named like a record "
-           "and follows a record symlink out of the run dir; seed layouts refuse both (soaklib.seed.iter_files, "
-           "read_inside)", strict=False)
-
-
 def _cases():
     for layout in ("seed", "soaklib"):
         for case in CASES:
-            marks = [_LOADER_GAP] if layout == "soaklib" and case in ("symlink-outside", "directory") else []
-            yield pytest.param(layout, case, marks=marks, id=f"{case}-{layout}")
+            yield pytest.param(layout, case, id=f"{case}-{layout}")
 
 
 @pytest.mark.parametrize("layout, case", list(_cases()))
