@@ -58,8 +58,13 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("soak: aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        # one line, as for every other user mistake (click's default is a three-line block)
+        cmd = exc.ctx.command_path if exc.ctx is not None else "soak"
+        click.echo(f"soak: error: {exc.format_message()} (see '{cmd} --help')", err=True)
+        sys.exit(2)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"soak: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("soak: interrupted", err=True)

@@ -1,0 +1,36 @@
+"""The command line's own contract: every user mistake is one line on stderr and exit 2."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+CASES = [
+    ["gate"],                       # missing argument
+    ["run", "--bogus"],             # unknown option
+    ["nosuch"],                     # unknown command
+    ["gate", "/nonexistent/run"],   # not a run
+    ["config", "validate", "/nonexistent.toml"],
+]
+
+
+@pytest.mark.parametrize("argv", CASES, ids=lambda a: " ".join(a))
+def test_user_mistakes_are_one_line_exit_2(argv):
+    p = subprocess.run([sys.executable, "-m", "soaklib", *argv], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith("soak: error: ")
+    assert "Traceback" not in p.stderr
+
+
+def test_config_show_and_validate(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[params.min_interval_ms]\nmin = 300\nmax = 100\n")
+    p = subprocess.run([sys.executable, "-m", "soaklib", "config", "validate", str(bad)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    assert "params.min_interval_ms.min" in p.stderr and "min <= max" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "soaklib", "config", "show"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and '"goals"' in p.stdout
