@@ -196,4 +196,5 @@ class CommandRunner:
             events=int(events) if isinstance(events, int) and not isinstance(events, bool) and events >= 0 else None,
             params_missing=sorted(k for k in params if k not in reported),
             elapsed_s=elapsed,
+            stderr_tail=tail,
         )

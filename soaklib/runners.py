@@ -28,6 +28,7 @@ class RunnerOutput:
     failure: dict[str, str] | None = None                    # {"reason", "stderr_tail"} when not ok
     params_missing: list[str] = field(default_factory=list)  # requested keys the runner did not report
     elapsed_s: float = 0.0                                    # wall time inside the runner
+    stderr_tail: str = ""                                     # kept so a later validation failure can show it
 
     @classmethod
     def failed(cls, reason: str, stderr_tail: str = "", **kw: Any) -> "RunnerOutput":

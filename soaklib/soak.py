@@ -102,7 +102,8 @@ def _one_iteration(n: int, *, run_dir: Path, runner: Runner, runner_label: str, 
             validate_record(rec, f"iteration {n} runner output")
         except RecordError as exc:
             # garbage from the strategy is a failed iteration, recorded with the reason
-            out = RunnerOutput.failed(f"runner output invalid: {exc}", elapsed_s=out.elapsed_s)
+            out = RunnerOutput.failed(f"runner output invalid: {exc}", stderr_tail=out.stderr_tail,
+                                      elapsed_s=out.elapsed_s)
             rec = build_record(kpis=None, params={}, market=out.market, runtime_guards={}, events=None,
                                failure=out.failure, **common)
     rec = _roundtrip(rec)
