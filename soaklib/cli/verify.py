@@ -1,0 +1,68 @@
+"""``soak verify RUN [--strict] [--threshold 0.95] [--json]``: did the tuning deltas land? (DESIGN §8)"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .. import _io
+from ..config import load_config
+from ..errors import CheckFailed, InputError
+
+REPORT_DIR = ("reports", "analysis")
+REPORT_NAME = "DELTA_VERIFY_REPORT"
+
+
+def _open(path: str):
+    try:
+        from ..loader import open_run
+    except ModuleNotFoundError as exc:  # loader is another engineer's module; store can read our own layout
+        if exc.name != "soaklib.loader":
+            raise
+        return _open_own_layout(path)
+    return open_run(path)
+
+
+def _open_own_layout(path: str):
+    from types import SimpleNamespace
+
+    from ..store import RunDir
+
+    p = Path(path).resolve()
+    if not p.is_dir():
+        raise InputError("not a run directory", path=path)
+    rd = RunDir(p, {})
+    return SimpleNamespace(path=p, records=rd.read_records(), gaps=[])
+
+
+@click.command("verify")
+@click.argument("run", type=click.Path())
+@click.option("--strict", is_flag=True, help="exit 1 when full_apply_ratio is below the threshold")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None,
+              help="pass mark for full_apply_ratio (default: [verify] threshold, 0.95)")
+@click.option("--json", "as_json", is_flag=True, help="print the JSON report instead of the Markdown")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file overriding defaults")
+def command(run: str, strict: bool, threshold: float | None, as_json: bool, config_path: str | None) -> None:
+    """Verify that each iteration ran with the previous params plus the applied deltas.
+
+    Writes RUN/reports/analysis/DELTA_VERIFY_REPORT.json and .md (atomically) and prints one of them.
+    """
+    from ..verify import verify_run
+
+    cfg = load_config(config_path)
+    r = _open(run)
+    rep = verify_run(r, cfg, threshold=threshold)
+    out = Path(r.path).joinpath(*REPORT_DIR)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the report directory: {exc.strerror or exc}", path=out) from None
+    data = rep.to_json()
+    md = rep.to_markdown()
+    _io.write_json(out / f"{REPORT_NAME}.json", data)
+    _io.write_text(out / f"{REPORT_NAME}.md", md)
+    click.echo(_io.dumps(data) if as_json else md)
+    if strict and not rep.passed:
+        raise CheckFailed(f"delta verification failed: full_apply_ratio {rep.full_apply_ratio:.3f} "
+                          f"(threshold {rep.threshold:.3f}), mismatches {rep.counts['mismatch']}, "
+                          f"missing {rep.counts['missing']}, unexpected changes {rep.counts['unexpected_changes']}")
