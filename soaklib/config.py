@@ -101,3 +101,7 @@ def validate_config(cfg: dict[str, Any], src: str | Path | None = None) -> None:
     from .params import registry_from_config
 
     registry_from_config(cfg, src=where)
+    # tuner and guard constants are checked up front, not at the first decision mid-run
+    from .tuner import validate_tuning_config
+
+    validate_tuning_config(cfg, src=where)

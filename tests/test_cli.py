@@ -34,3 +34,13 @@ def test_config_show_and_validate(tmp_path):
     assert "params.min_interval_ms.min" in p.stderr and "min <= max" in p.stderr
     p = subprocess.run([sys.executable, "-m", "soaklib", "config", "show"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and '"goals"' in p.stdout
+
+
+def test_bad_guard_constant_is_refused_before_any_run(tmp_path):
+    cfg = tmp_path / "g.toml"
+    cfg.write_text("[guards]\noscillation_window = -2\n")
+    p = subprocess.run([sys.executable, "-m", "soaklib", "run", "--config", str(cfg), "--iterations", "2",
+                        "--runs-dir", str(tmp_path / "runs")], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert "guards.oscillation_window" in p.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
