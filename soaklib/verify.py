@@ -40,7 +40,15 @@ class VerifyReport:
     @property
     def passed(self) -> bool:
         """Ratio at or above the threshold and no change that nobody decided."""
-        return self.full_apply_ratio >= self.threshold - 1e-12 and self.counts["unexpected_changes"] == 0
+        return (bool(self.pairs) and self.full_apply_ratio >= self.threshold - 1e-12
+                and self.counts["unexpected_changes"] == 0)
+
+    @property
+    def verdict(self) -> str:
+        """PASS / FAIL, or INCONCLUSIVE when not one iteration pair could be checked (never a pass)."""
+        if not self.pairs:
+            return "INCONCLUSIVE"
+        return "PASS" if self.passed else "FAIL"
 
     def to_json(self) -> dict[str, Any]:
         c = self.counts
@@ -50,7 +58,7 @@ class VerifyReport:
             "threshold": self.threshold,
             "full_apply_ratio": round(self.full_apply_ratio, 6),
             "ratio_note": self.ratio_note,
-            "verdict": "PASS" if self.passed else "FAIL",
+            "verdict": self.verdict,
             # seed --json fields (reference §5.3), now true: partial_ok = guard skips, fail = mismatches
             "full_apply_count": c["full_apply"], "partial_ok_count": c["guard_skipped"],
             "fail_count": c["mismatch"] + c["missing"], "proposed_count": c["proposed"],
@@ -107,7 +115,7 @@ class VerifyReport:
                              f"{_f(k['observed'])} | {_f(k['delta'])} | {k['outcome']} | {md_escape(k['reason'])} |")
         if self.warnings:
             lines += ["", "## Warnings", ""] + [f"- {md_escape(w)}" for w in self.warnings]
-        verdict = "✅ PASS" if self.passed else "❌ FAIL"
+        verdict = {"PASS": "✅ PASS", "FAIL": "❌ FAIL", "INCONCLUSIVE": "⚠️ INCONCLUSIVE"}[self.verdict]
         lines += ["", "## Verdict", "",
                   f"{verdict} (full_apply_ratio {self.full_apply_ratio:.3f}, threshold {self.threshold:.3f}"
                   f"{', unexpected changes ' + str(c['unexpected_changes']) if c['unexpected_changes'] else ''})", ""]
@@ -140,6 +148,12 @@ def verify_records(records: list[Mapping[str, Any]], cfg: Mapping[str, Any], *, 
             if n != recs[-1]["iteration"]:
                 rep.warnings.append(f"iteration {n + 1} missing: pair {n} → {n + 1} not verified")
                 c["pairs_skipped"] += 1
+            continue
+        if nxt.get("status") == "failed" or r.get("status") == "failed":
+            # a failed iteration reports no params: there is nothing to compare, which is not a miss
+            which = n + 1 if nxt.get("status") == "failed" else n
+            rep.warnings.append(f"iteration {which} failed: pair {n} → {n + 1} not verified")
+            c["pairs_skipped"] += 1
             continue
         before = r.get("params") if isinstance(r.get("params"), Mapping) else None
         after = nxt.get("params") if isinstance(nxt.get("params"), Mapping) else None

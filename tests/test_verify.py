@@ -190,3 +190,22 @@ def test_simulator_run_verifies_at_full_ratio(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     js = json.loads(r.stdout)
     assert js["full_apply_ratio"] == 1.0 and js["counts"]["mismatch"] == 0 and js["counts"]["missing"] == 0
+
+
+def test_failed_next_iteration_is_skipped_not_missing_and_no_pairs_is_inconclusive():
+    from soaklib.config import load_config
+    from soaklib.verify import verify_records
+
+    cfg = load_config()
+    params = {"min_interval_ms": 60}
+    ok = {"iteration": 1, "status": "ok", "params": params,
+          "tuning": {"deltas": {}, "proposed_deltas": {}, "decisions": []}}
+    failed = {"iteration": 2, "status": "failed", "params": {}, "tuning": {"deltas": {}}}
+    rep = verify_records([ok, failed], cfg)
+    assert rep.counts["missing"] == 0
+    assert rep.counts["pairs_skipped"] == 1
+    assert rep.verdict == "INCONCLUSIVE" and not rep.passed
+    assert any("iteration 2 failed" in w for w in rep.warnings)
+    # one checkable pair makes it a real verdict again
+    rep = verify_records([ok, {**ok, "iteration": 2}], cfg)
+    assert rep.verdict == "PASS" and rep.passed

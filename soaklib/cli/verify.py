@@ -62,6 +62,9 @@ def command(run: str, strict: bool, threshold: float | None, as_json: bool, conf
     _io.write_json(out / f"{REPORT_NAME}.json", data)
     _io.write_text(out / f"{REPORT_NAME}.md", md)
     click.echo(_io.dumps(data) if as_json else md)
+    if strict and rep.verdict == "INCONCLUSIVE":
+        raise CheckFailed("delta verification inconclusive: no iteration pair could be checked "
+                          "(the records report no parameters, or the run has fewer than 2 ok iterations)")
     if strict and not rep.passed:
         raise CheckFailed(f"delta verification failed: full_apply_ratio {rep.full_apply_ratio:.3f} "
                           f"(threshold {rep.threshold:.3f}), mismatches {rep.counts['mismatch']}, "
