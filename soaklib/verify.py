@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .params import registry
-from .textutil import md_escape
+from .textutil import md_code, md_escape
 
 
 @dataclass
@@ -74,7 +74,7 @@ class VerifyReport:
         pct = 100.0 * self.full_apply_ratio
         lines = [
             "# Delta-Apply Verification Report", "",
-            f"Run: `{md_escape(self.run_path)}`. Expected = params(n) + applied deltas(n); "
+            f"Run: {md_code(self.run_path)}. Expected = params(n) + applied deltas(n); "
             "observed = params(n+1) as the runner reported them.", "",
             "## Summary Table", "",
             "| Iter (i-1 → i) | Proposed Keys | Applied | Guards | Params Match | Reason |",

@@ -180,17 +180,17 @@ def test_changelog_diff_matches_the_two_profiles(tmp_path, capsys):
     expected = {k: (p1[k], p2[k]) for k in p2 if p1[k] != p2[k]}
     assert set(expected) == {"impact_cap_ratio", "base_spread_bps_delta"}
     text = (b2 / "CHANGELOG.md").read_text()
-    got = _changelog_changes(text, "v1\\.1\\.0")
+    got = _changelog_changes(text, "v1.1.0")
     assert set(got) == set(expected)
     for k, (a, b) in expected.items():
         assert float(got[k][0]) == pytest.approx(a) and float(got[k][1]) == pytest.approx(b)
     # Keep a Changelog: newest first, the previous release's entry kept below
-    assert text.index("## [v1\\.1\\.0]") < text.index("## [v1\\.0\\.0]")
-    assert re.search(r"^## \[v1\\\.1\\\.0\] - \d{4}-\d{2}-\d{2}$", text, flags=re.M)
+    assert text.index("## [v1.1.0]") < text.index("## [v1.0.0]")
+    assert re.search(r"^## \[v1\.1\.0\] - \d{4}-\d{2}-\d{2}$", text, flags=re.M)
     # the rollback target is the previous release's profile
     assert _io.read_json(b2 / bundle.PREVIOUS_PROFILE) == p1
     plan = (b2 / "rollback_plan.md").read_text()
-    assert "release v1\\.0\\.0" in plan and bundle.PREVIOUS_PROFILE in plan
+    assert "release v1.0.0" in plan and bundle.PREVIOUS_PROFILE in plan
     assert _io.read_json(b2 / "MANIFEST.json")["release"]["previous_version"] == "v1.0.0"
 
 

@@ -158,7 +158,7 @@ def test_dict_roundtrip_and_markdown(cfg):
     back = gate.GateResult.from_dict(json.loads(_io.dumps(d)))
     assert back.to_dict() == d
     md = r.to_markdown()
-    assert "## Soak gate: **WARN**" in md and "| maker\\_taker\\_ratio | mean | >= 0.83 (soft 0.85) | 0.84 | 8 | WARN |" in md
+    assert "## Soak gate: **WARN**" in md and "| maker_taker_ratio | mean | >= 0.83 (soft 0.85) | 0.84 | 8 | WARN |" in md
 
 
 def test_markdown_escapes_untrusted_goal_name():
