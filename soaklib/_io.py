@@ -89,6 +89,16 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def _current_umask() -> int:
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+# mkstemp creates 0600 files; reports and records are meant to be shared like any file the user writes
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, exclusive: bool = False) -> None:
     """Write via temp file + fsync + rename. ``exclusive`` refuses to replace an existing file."""
     p = Path(path)
@@ -97,6 +107,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, exclusive: bool 
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), _FILE_MODE)
             os.fsync(f.fileno())
         if exclusive:
             # link() fails if the target exists: a record is written once, never replaced

@@ -213,3 +213,18 @@ def test_any_finite_kpis_give_a_valid_record_that_round_trips(net, risk, mt, p95
     assert r["summary"]["turnover_quote"] is None  # non-finite never reaches the file
     back = json.loads(_io.dumps(r))
     assert back == r and not any(isinstance(v, float) and math.isnan(v) for v in back["summary"].values())
+
+
+def test_atomic_writes_get_normal_file_permissions(tmp_path):
+    import os
+    import stat
+
+    from soaklib import _io
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    _io.write_json(tmp_path / "a.json", {"x": 1})
+    _io.write_text(tmp_path / "b.md", "hi", exclusive=True)
+    for name in ("a.json", "b.md"):
+        mode = stat.S_IMODE((tmp_path / name).stat().st_mode)
+        assert mode == 0o666 & ~umask, oct(mode)
