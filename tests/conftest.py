@@ -29,3 +29,36 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_http(url: str, proc, deadline_s: float = 30.0) -> None:
+    """Wait until ``url`` answers, failing early (with its stderr) if the server process exits."""
+    import time
+    import urllib.request
+
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            err = proc.stderr.read() if proc.stderr else b""
+            err = err.decode(errors="replace") if isinstance(err, bytes) else str(err)
+            raise AssertionError(f"{proc.args[0]} exited with {proc.returncode}: {err[-2000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} not up after {deadline_s}s")
+
+
+def stop_process(proc) -> None:
+    """SIGTERM, then SIGKILL after 10 s: every server a test starts is ended."""
+    import signal
+    import subprocess
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

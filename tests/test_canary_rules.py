@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, require_tool
+from conftest import free_port, require_tool, stop_process as _stop, wait_http as _wait
 from soaklib import bundle
 from soaklib.config import load_config
 from soaklib.testing import write_synthetic_run
@@ -161,27 +160,8 @@ def _get_json(url: str) -> dict:
         return json.loads(r.read())
 
 
-def _wait(url: str, proc: subprocess.Popen, deadline_s: float = 30.0) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise AssertionError(f"{proc.args[0]} exited {proc.returncode}: {proc.stderr.read()[-2000:]!r}")
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"{url} not up within {deadline_s}s")
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def _start_prometheus(tmp: Path, rules: Path, targets: list[str]) -> tuple[subprocess.Popen, int]:

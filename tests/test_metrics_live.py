@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import statistics
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import free_port, require_tool
+from conftest import free_port, require_tool, stop_process as _stop, wait_http as _wait_http
 from soaklib import _io
 from soaklib.testing import write_synthetic_run
 
@@ -27,17 +26,6 @@ def _get(url: str, timeout: float = 5.0) -> bytes:
         return r.read()
 
 
-def _wait_http(url: str, proc: subprocess.Popen, deadline_s: float = 30.0) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise AssertionError(f"{proc.args[0]} exited with {proc.returncode}: {_drain(proc)}")
-        try:
-            _get(url, timeout=1.0)
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"{url} not up after {deadline_s}s")
 
 
 def _drain(proc: subprocess.Popen) -> str:
@@ -48,14 +36,6 @@ def _drain(proc: subprocess.Popen) -> str:
     return (err or b"").decode(errors="replace")[-2000:] if isinstance(err, bytes) else str(err)[-2000:]
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 class Prom:
