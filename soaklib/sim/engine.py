@@ -64,6 +64,23 @@ def _rolling_p95(ring_t, ring_v, n_ring, t, win):
     return s[lo] + (s[hi] - s[lo]) * (idx - lo)
 
 
+@njit(cache=True, inline="always")
+def _record_fill(fills, nf, stats, now, side, liq, price, qty, mid, slip_bps):
+    """Append one fill (mark-out filled in later); flag overflow instead of growing the buffer."""
+    if nf >= fills.shape[0]:
+        stats[ST_OVERFLOW] = 1.0
+        return nf
+    fills[nf, F_T] = now
+    fills[nf, F_SIDE] = side
+    fills[nf, F_LIQ] = liq
+    fills[nf, F_PRICE] = price
+    fills[nf, F_QTY] = qty
+    fills[nf, F_MID] = mid
+    fills[nf, F_MARKOUT] = np.nan
+    fills[nf, F_SLIP] = slip_bps
+    return nf + 1
+
+
 @njit(cache=True)
 def _loop(seed, dur_ms, P, C, R, SEG, fills, lats, ages, regs, stats):
     np.random.seed(seed)
@@ -84,7 +101,6 @@ def _loop(seed, dur_ms, P, C, R, SEG, fills, lats, ages, regs, stats):
     rebid = C[C_REBID_BPS] * 1e-4
     gain = C[C_SKEW_GAIN]
     soft_lim = C[C_RISK_SOFT] * qlim
-    cap_f = fills.shape[0]
     cap_l = lats.shape[0]
     cap_a = ages.shape[0]
     cap_r = regs.shape[0]
@@ -320,18 +336,7 @@ def _loop(seed, dur_ms, P, C, R, SEG, fills, lats, ages, regs, stats):
                 stats[ST_GROSS] += s * (mid - p) * x
                 stats[ST_SXM] += s * x * mid
                 stats[ST_TURNOVER] += p * x
-                if nf < cap_f:
-                    fills[nf, F_T] = now
-                    fills[nf, F_SIDE] = s
-                    fills[nf, F_LIQ] = 0.0
-                    fills[nf, F_PRICE] = p
-                    fills[nf, F_QTY] = x
-                    fills[nf, F_MID] = mid
-                    fills[nf, F_MARKOUT] = np.nan
-                    fills[nf, F_SLIP] = 0.0
-                    nf += 1
-                else:
-                    stats[ST_OVERFLOW] = 1.0
+                nf = _record_fill(fills, nf, stats, now, s, 0.0, p, x, mid, 0.0)
                 lsize[j] -= x
                 if lsize[j] <= 1e-12:
                     if na < cap_a:
@@ -372,18 +377,7 @@ def _loop(seed, dur_ms, P, C, R, SEG, fills, lats, ages, regs, stats):
                 stats[ST_SXM] += s * x * mid
                 stats[ST_TURNOVER] += p * x
                 stats[ST_RESCUES] += 1
-                if nf < cap_f:
-                    fills[nf, F_T] = now
-                    fills[nf, F_SIDE] = s
-                    fills[nf, F_LIQ] = 1.0
-                    fills[nf, F_PRICE] = p
-                    fills[nf, F_QTY] = x
-                    fills[nf, F_MID] = mid
-                    fills[nf, F_MARKOUT] = np.nan
-                    fills[nf, F_SLIP] = slip_bps
-                    nf += 1
-                else:
-                    stats[ST_OVERFLOW] = 1.0
+                nf = _record_fill(fills, nf, stats, now, s, 1.0, p, x, mid, slip_bps)
                 breach_since = -1.0
         else:
             breach_since = -1.0
