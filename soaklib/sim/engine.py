@@ -65,6 +65,13 @@ def _rolling_p95(ring_t, ring_v, n_ring, t, win):
 
 
 @njit(cache=True, inline="always")
+def _regime(R, reg):
+    """The market constants of regime ``reg``; ``lam`` counts both sides' market orders."""
+    return (R[reg, R_VOL], R[reg, R_DRIFT], R[reg, R_KAPPA], R[reg, R_INF_SHARE], R[reg, R_INF_BPS],
+            2.0 * R[reg, R_RATE])
+
+
+@njit(cache=True, inline="always")
 def _record_fill(fills, nf, stats, now, side, liq, price, qty, mid, slip_bps):
     """Append one fill (mark-out filled in later); flag overflow instead of growing the buffer."""
     if nf >= fills.shape[0]:
@@ -155,12 +162,7 @@ def _loop(seed, dur_ms, P, C, R, SEG, fills, lats, ages, regs, stats):
     # market state
     si = 0
     reg = int(SEG[0, S_INIT])
-    r_vol = R[reg, R_VOL]
-    r_drift = R[reg, R_DRIFT]
-    r_kappa = R[reg, R_KAPPA]
-    r_inf = R[reg, R_INF_SHARE]
-    r_infbps = R[reg, R_INF_BPS]
-    lam = 2.0 * R[reg, R_RATE]
+    r_vol, r_drift, r_kappa, r_inf, r_infbps, lam = _regime(R, reg)
     drift_sign = 1.0 if np.random.random() < 0.5 else -1.0
     now = 0.0
     next_switch = 1e300
@@ -236,12 +238,7 @@ def _loop(seed, dur_ms, P, C, R, SEG, fills, lats, ages, regs, stats):
         if now >= SEG[si, S_END]:
             si += 1
             reg = int(SEG[si, S_INIT])
-            r_vol = R[reg, R_VOL]
-            r_drift = R[reg, R_DRIFT]
-            r_kappa = R[reg, R_KAPPA]
-            r_inf = R[reg, R_INF_SHARE]
-            r_infbps = R[reg, R_INF_BPS]
-            lam = 2.0 * R[reg, R_RATE]
+            r_vol, r_drift, r_kappa, r_inf, r_infbps, lam = _regime(R, reg)
             drift_sign = 1.0 if np.random.random() < 0.5 else -1.0
             seg_init = True
             if nr < cap_r:
@@ -262,12 +259,7 @@ def _loop(seed, dur_ms, P, C, R, SEG, fills, lats, ages, regs, stats):
                             reg = k
                             break
                         pick -= 1
-                r_vol = R[reg, R_VOL]
-                r_drift = R[reg, R_DRIFT]
-                r_kappa = R[reg, R_KAPPA]
-                r_inf = R[reg, R_INF_SHARE]
-                r_infbps = R[reg, R_INF_BPS]
-                lam = 2.0 * R[reg, R_RATE]
+                r_vol, r_drift, r_kappa, r_inf, r_infbps, lam = _regime(R, reg)
                 drift_sign = 1.0 if np.random.random() < 0.5 else -1.0
                 if nr < cap_r:
                     regs[nr, 0] = now
