@@ -6,6 +6,7 @@ are open maps, such as ``params``); anything else is refused with the file and t
 from __future__ import annotations
 
 import copy
+import math
 import tomllib
 from functools import lru_cache
 from importlib import resources
@@ -29,9 +30,20 @@ def defaults() -> dict[str, Any]:
     return copy.deepcopy(_defaults())
 
 
+def _replace_whole(dotted: str) -> bool:
+    """Tables a user file replaces rather than merges: a tuner rule's parameter→delta map, so a rule
+    can move other registry parameters or drop one (names are checked by validate_tuning_config)."""
+    return dotted.startswith("tuner.") and dotted.endswith("_deltas")
+
+
 def _merge(base: dict, over: dict, path: str, src: Path) -> None:
     for key, val in over.items():
         dotted = f"{path}.{key}" if path else key
+        if key in base and isinstance(base[key], dict) and _replace_whole(dotted):
+            if not isinstance(val, dict):
+                raise ConfigError(f"expected a table, got {type(val).__name__}", path=src, field=dotted)
+            base[key] = val
+            continue
         if key not in base:
             if path.split(".")[-1] in _OPEN_TABLES or path in _OPEN_TABLES:
                 base[key] = val
@@ -47,8 +59,8 @@ def _merge(base: dict, over: dict, path: str, src: Path) -> None:
                 raise ConfigError(f"expected true or false, got {val!r}", path=src, field=dotted)
             base[key] = val
         elif isinstance(cur, (int, float)):
-            if isinstance(val, bool) or not isinstance(val, (int, float)):
-                raise ConfigError(f"expected a number, got {val!r}", path=src, field=dotted)
+            if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
+                raise ConfigError(f"expected a finite number, got {val!r}", path=src, field=dotted)
             base[key] = type(cur)(val) if isinstance(cur, float) else val
         elif isinstance(cur, str):
             if not isinstance(val, str):
@@ -97,6 +109,23 @@ def validate_config(cfg: dict[str, Any], src: str | Path | None = None) -> None:
                 raise ConfigError(f"expected a number, got {v!r}", path=where, field=f"goals.{name}.{k}")
     if cfg["run"]["on_failure"] not in ("continue", "stop"):
         raise ConfigError("expected 'continue' or 'stop'", path=where, field="run.on_failure")
+    for field, lo, strict in (("run.iterations", 1, False), ("run.duration_s", 0, True),
+                              ("run.iteration_timeout_s", 0, True), ("run.max_failed_iterations", 0, False),
+                              ("run.seed", 0, False), ("report.last_n", 1, False)):
+        sec, key = field.split(".")
+        v = cfg[sec][key]
+        if v < lo or (strict and v == lo):
+            raise ConfigError(f"expected a number {'>' if strict else '>='} {lo}, got {v!r}", path=where, field=field)
+    thr = cfg["verify"]["threshold"]
+    if not 0.0 <= thr <= 1.0:
+        raise ConfigError(f"expected a ratio in [0, 1], got {thr!r}", path=where, field="verify.threshold")
+    if cfg["verify"]["abs_tolerance"] < 0:
+        raise ConfigError("expected a number >= 0", path=where, field="verify.abs_tolerance")
+    for name, goal in cfg.get("goals", {}).items():
+        soft, hard = goal.get("soft"), goal["hard"]
+        if soft is not None and ((goal["op"] == ">=" and soft < hard) or (goal["op"] == "<=" and soft > hard)):
+            raise ConfigError(f"soft {soft} is looser than hard {hard} for op {goal['op']}",
+                              path=where, field=f"goals.{name}.soft")
     # the parameter registry validates its own table (bounds, steps)
     from .params import registry_from_config
 

@@ -44,3 +44,29 @@ def test_bad_guard_constant_is_refused_before_any_run(tmp_path):
     assert p.returncode == 2, p.stderr
     assert "guards.oscillation_window" in p.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.parametrize("toml, field", [
+    ("[goals.net_bps]\nhard = nan\n", "goals.net_bps.hard"),
+    ("[verify]\nthreshold = 1.5\n", "verify.threshold"),
+    ("[run]\niterations = 0\n", "run.iterations"),
+    ("[run]\nduration_s = -1.0\n", "run.duration_s"),
+    ("[goals.net_bps]\nsoft = 2.0\n", "goals.net_bps.soft"),
+    ("[tuner]\nmoderate_deltas = { nosuch = 30 }\n", "tuner.moderate_deltas.nosuch"),
+    ("[nosuch]\nx = 1\n", "nosuch"),
+])
+def test_config_validate_names_the_field(tmp_path, toml, field):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml)
+    p = subprocess.run([sys.executable, "-m", "soaklib", "config", "validate", str(cfg)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert f"field '{field}'" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_a_tuner_rule_table_is_replaced_not_merged(tmp_path):
+    from soaklib.config import load_config
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[tuner]\nmoderate_deltas = { tail_age_ms = 30 }\n")
+    assert load_config(cfg)["tuner"]["moderate_deltas"] == {"tail_age_ms": 30}
