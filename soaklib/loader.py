@@ -11,7 +11,6 @@ take a list of normalised records and are public so analysis code can reuse them
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -24,7 +23,6 @@ from .records import BLOCK_REASONS, SUMMARY_KPI_KEYS, derived_tuning_report, val
 MANIFEST = "run.json"
 TUNING_REPORT = "TUNING_REPORT.json"
 SNAPSHOT = Path("reports") / "analysis" / "POST_SOAK_SNAPSHOT.json"
-_RECORD_RE = re.compile(r"^ITER_SUMMARY_(\d+)\.json$")
 _BLOCK_COLUMNS = BLOCK_REASONS + ("allowed", "other")
 DECISION_COLUMNS = ("iteration", "param", "current", "proposed_delta", "verdict", "guard", "clamped_delta",
                     "new", "reason")
@@ -171,22 +169,24 @@ def find_gaps(numbers: Iterable[int], upto: int = 0) -> list[int]:
 
 
 def record_files(d: Path) -> dict[int, Path]:
-    """``{n: path}`` of ITER_SUMMARY files in ``d`` (numeric order; padded names are accepted)."""
-    found: dict[int, Path] = {}
+    """``{n: path}`` of ITER_SUMMARY files in ``d`` (numeric order; padded names are accepted).
+
+    File names are parsed by the one reader of them (``seed.iter_files``: 1 <= n <= the configured
+    maximum, no two files for one iteration); a record that is a directory or a symlink leaving the
+    run directory is refused.
+    """
+    from .config import defaults
+    from .seed import iter_files
+
     root = d.resolve()
-    for f in d.iterdir():
-        m = _RECORD_RE.match(f.name)
-        if m:
-            if f.is_symlink() and not f.resolve().is_relative_to(root):
-                raise RecordError(f"symlink points outside the run directory (to {f.resolve()}); refusing to read it",
-                                  path=f)
-            if f.is_dir():
-                raise RecordError("is a directory, expected an ITER_SUMMARY JSON file", path=f)
-            n = int(m.group(1))
-            if n in found:
-                raise RecordError(f"two files for iteration {n}: {found[n].name} and {f.name}", path=d)
-            found[n] = f
-    return dict(sorted(found.items()))
+    found = iter_files(d, int(defaults()["seed"]["max_iteration_number"]))
+    for f in found.values():
+        if f.is_symlink() and not f.resolve().is_relative_to(root):
+            raise RecordError(f"symlink points outside the run directory (to {f.resolve()}); refusing to read it",
+                              path=f)
+        if f.is_dir():
+            raise RecordError("is a directory, expected an ITER_SUMMARY JSON file", path=f)
+    return found
 
 
 def read_records(d: Path) -> list[dict]:
@@ -207,6 +207,10 @@ def _open_soaklib(p: Path) -> Run:
     records = read_records(p)
     warnings: list[str] = []
     done = manifest.get("iterations_done") if isinstance(manifest.get("iterations_done"), int) else 0
+    planned = manifest.get("iterations_planned") if isinstance(manifest.get("iterations_planned"), int) else 0
+    if done > max(planned, 0):
+        raise RecordError(f"iterations_done {done} exceeds iterations_planned {planned}", path=p / MANIFEST,
+                          field="iterations_done")
     gaps = find_gaps((r["iteration"] for r in records), done)
     if gaps:
         warnings.append(f"missing iterations: {', '.join(map(str, gaps))}")
@@ -229,7 +233,14 @@ def _open_soaklib(p: Path) -> Run:
         tr = derived_tuning_report(records)
     snapshot = None
     if (p / SNAPSHOT).is_file():
-        snapshot = _io.read_json(p / SNAPSHOT)
+        # a derived file: a broken one must not lock out `soak report`, which rewrites it
+        try:
+            snapshot = _io.read_json(p / SNAPSHOT)
+        except RecordError as exc:
+            warnings.append(f"{exc}; ignored (run `soak report` to rewrite it)")
+        if snapshot is not None and not isinstance(snapshot, dict):
+            warnings.append(f"{p / SNAPSHOT}: expected a JSON object; ignored (run `soak report` to rewrite it)")
+            snapshot = None
     return Run(path=p, layout="soaklib", dialect="soaklib", manifest=manifest, records=records, gaps=gaps,
                warnings=warnings, tuning_report=tr, snapshot=snapshot)
 

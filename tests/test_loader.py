@@ -145,3 +145,28 @@ def test_record_names_that_are_directories_or_escaping_symlinks_are_refused(tmp_
     rec.mkdir()
     with pytest.raises(RecordError, match="ITER_SUMMARY_2.json: is a directory"):
         open_run(path)
+
+
+@pytest.mark.parametrize("name, expect", [
+    ("ITER_SUMMARY_99999999999.json", "larger than"),
+    ("ITER_SUMMARY_-1.json", "expected an integer >= 1"),
+    ("ITER_SUMMARY_0.json", "expected an integer >= 1"),
+])
+def test_iteration_numbers_in_file_names_are_checked(tmp_path, name, expect):
+    d = write_synthetic_run(tmp_path / "runs", 3)
+    (d / name).write_bytes((d / "ITER_SUMMARY_1.json").read_bytes())
+    with pytest.raises(RecordError) as ei:
+        open_run(d)
+    assert name in str(ei.value) and expect in str(ei.value)
+
+
+def test_a_broken_snapshot_is_a_warning_not_a_lockout(tmp_path):
+    d = write_synthetic_run(tmp_path / "runs", 3)
+    snap = d / "reports" / "analysis" / "POST_SOAK_SNAPSHOT.json"
+    snap.parent.mkdir(parents=True, exist_ok=True)
+    snap.write_text('{"verdict": "PA')
+    run = open_run(d)
+    assert run.snapshot is None and any("POST_SOAK_SNAPSHOT.json" in w for w in run.warnings)
+    snap.write_text("[1]")
+    run = open_run(d)
+    assert run.snapshot is None and any("expected a JSON object" in w for w in run.warnings)
