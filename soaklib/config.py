@@ -134,3 +134,22 @@ def validate_config(cfg: dict[str, Any], src: str | Path | None = None) -> None:
     from .tuner import validate_tuning_config
 
     validate_tuning_config(cfg, src=where)
+
+
+def run_config(run: Any, path: str | Path | None = None) -> dict[str, Any]:
+    """The configuration every command judges ``run`` with: ``path`` when given, else the config
+    the run was made with (its ``run.json`` snapshot, over today's defaults), else the defaults.
+
+    One rule for gate, verify, report, bundle and metrics, so they never disagree about a run.
+    """
+    if path is not None:
+        return load_config(path)
+    manifest = getattr(run, "manifest", None) or {}
+    snap = manifest.get("config") if isinstance(manifest, dict) else None
+    if not isinstance(snap, dict):
+        return load_config()
+    cfg = defaults()
+    src = Path(getattr(run, "path", ".")) / "run.json"
+    _merge(cfg, snap, "", src)
+    validate_config(cfg, src)
+    return cfg

@@ -34,7 +34,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from . import __version__, _io
-from .config import defaults
+from .config import defaults, run_config
 from .errors import InputError, RecordError
 
 # (summary key, metric name, scale to base unit, help)
@@ -448,23 +448,14 @@ def open_run(path: str | Path):
 
 
 def _gate_verdict(run, cfg: dict) -> str | None:
-    """The run's gate verdict: GATE.json written by ``soak gate`` if present, else evaluated now."""
-    gate_json = Path(run.path) / "reports" / "analysis" / "GATE.json"
-    obj = None
-    if gate_json.is_file():
-        obj = _io.read_json(gate_json)
-    else:
-        try:
-            from .gate import evaluate
-        except ImportError:
-            return None
-        last_n = int(cfg.get("report", {}).get("last_n", defaults()["report"]["last_n"]))
-        obj = evaluate(run, cfg, last_n)
-    v = obj.get("verdict") if isinstance(obj, dict) else getattr(obj, "verdict", None)
+    """The run's gate verdict over the configured window ([report] last_n), evaluated now by the one
+    gate -- the same verdict the snapshot and the bundle carry (a GATE.json written with another
+    --last-n is not what a dashboard should show)."""
+    from .gate import evaluate
+
+    v = evaluate(run, cfg, int(cfg["report"]["last_n"])).verdict
     v = getattr(v, "value", v)
-    if isinstance(v, str) and v.lower() in GATE_VERDICTS:
-        return v.lower()
-    return None
+    return v.lower() if isinstance(v, str) and v.lower() in GATE_VERDICTS else None
 
 
 def _miss_count(report) -> int | None:
@@ -479,27 +470,14 @@ def _miss_count(report) -> int | None:
 def _delta_misses(run, cfg: dict) -> int | None:
     """Misses from ``soaklib.verify.verify_run`` (or its DELTA_VERIFY_REPORT.json); None when no
     verification is available -- absent, never a placeholder 0."""
-    try:
-        from .verify import verify_run
-    except ImportError:
-        verify_run = None
-    if verify_run is not None:
-        return _miss_count(verify_run(run, cfg))
-    rep = Path(run.path) / "reports" / "analysis" / "DELTA_VERIFY_REPORT.json"
-    return _miss_count(_io.read_json(rep)) if rep.is_file() else None
+    from .verify import verify_run
 
-
-def run_config(run, cfg: dict | None = None) -> dict:
-    """The config to judge a run with: the given one, else the run's snapshot, else the defaults."""
-    if cfg is not None:
-        return cfg
-    snap = (run.manifest or {}).get("config")
-    return snap if isinstance(snap, dict) else defaults()
+    return _miss_count(verify_run(run, cfg))
 
 
 def state_from_run(run, cfg: dict | None = None) -> RunState:
     """Fold a loaded Run (``open_run``) into a RunState, plus its gate verdict and delta misses."""
-    cfg = run_config(run, cfg)
+    cfg = cfg if cfg is not None else run_config(run)
     st = RunState(run.manifest, cfg)
     for rec in run.records:
         st.add(rec)
@@ -529,13 +507,19 @@ def exposition(registry: CollectorRegistry) -> bytes:
 
 # -- outputs ------------------------------------------------------------------------------------
 
-def write_textfile(registry: CollectorRegistry, path: str | Path) -> Path:
-    """Write the textfile atomically (temp file in the same directory, fsync, rename)."""
+def write_textfile(registry: CollectorRegistry, path: str | Path, *, make_parent: bool = False) -> Path:
+    """Write the textfile atomically (temp file in the same directory, fsync, rename).
+
+    Only the run's own ``metrics/`` folder is created; a user-given path's folder must exist, so a
+    typo is an error rather than a new directory tree."""
     p = Path(path)
     if p.suffix != ".prom":
         raise InputError("a textfile must end in .prom (node_exporter reads only *.prom)", path=p)
+    if not make_parent and not p.parent.is_dir():
+        raise InputError("directory does not exist", path=p.parent)
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
+        if make_parent:
+            p.parent.mkdir(exist_ok=True)
         _io.atomic_write_bytes(p, generate_latest(registry))
     except OSError as exc:
         raise InputError(f"cannot write textfile: {exc.strerror or exc}", path=p) from None

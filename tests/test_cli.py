@@ -70,3 +70,28 @@ def test_a_tuner_rule_table_is_replaced_not_merged(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("[tuner]\nmoderate_deltas = { tail_age_ms = 30 }\n")
     assert load_config(cfg)["tuner"]["moderate_deltas"] == {"tail_age_ms": 30}
+
+
+def test_every_command_judges_a_run_by_the_config_it_was_made_with(tmp_path):
+    """A run made with strict goals fails `soak gate` and shows as failed in `soak metrics`, without
+    repeating --config; an explicit --config still wins."""
+    strict = tmp_path / "strict.toml"
+    strict.write_text("[goals.net_bps]\nhard = 1000.0\nsoft = 1001.0\n")
+    runs = tmp_path / "runs"
+
+    def soak(*args):
+        return subprocess.run([sys.executable, "-m", "soaklib", *map(str, args)], capture_output=True, text=True,
+                              timeout=300)
+
+    p = soak("run", "--config", strict, "--iterations", 3, "--duration-s", 600, "--runs-dir", runs)
+    assert p.returncode == 0, p.stderr
+    gate = soak("gate", runs / "latest", "--last-n", 3)
+    assert gate.returncode == 1 and "1000" in gate.stdout
+    prom = tmp_path / "m.prom"
+    assert soak("metrics", runs / "latest", "--textfile", prom).returncode == 0
+    assert 'soak_gate_verdict{verdict="fail"} 1.0' in prom.read_text()
+    lenient = tmp_path / "lenient.toml"
+    lenient.write_text("[goals.net_bps]\nhard = -50.0\nsoft = -49.0\n")
+    again = soak("gate", runs / "latest", "--last-n", 3, "--config", lenient)
+    net_row = again.stdout.split("net_bps", 1)[1].splitlines()[0]
+    assert "-50" in net_row and "1000" not in net_row

@@ -331,3 +331,15 @@ def test_canary_rule_metrics_are_exported(text12):
     names = {f.name for f in text_string_to_metric_families(text12)}
     watched = {t[1] for t in bundle.TRIGGERS}
     assert watched and watched <= names
+
+
+def test_textfile_in_a_missing_directory_is_an_error_not_a_new_tree(tmp_path):
+    import subprocess
+    import sys
+
+    run = write_synthetic_run(tmp_path / "runs", 3)
+    target = tmp_path / "typo" / "deeper" / "x.prom"
+    p = subprocess.run([sys.executable, "-m", "soaklib", "metrics", str(run), "--textfile", str(target)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "directory does not exist" in p.stderr
+    assert not (tmp_path / "typo").exists()

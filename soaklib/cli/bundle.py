@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ..config import load_config
+from ..config import run_config
 
 
 class _BundleGroup(click.Group):
@@ -37,7 +37,9 @@ def build(run: str, out: str, version: str | None, previous: str | None, force: 
     """Assemble the bundle of RUN (needs `soak report` and `soak verify` outputs) in DIR, atomically."""
     from ..bundle import build_bundle
 
-    cfg = load_config(config_path)
+    from ..loader import open_run
+
+    cfg = run_config(open_run(run), config_path)
     res = build_bundle(run, out, cfg, version=version, previous=previous, force=force)
     for rel, meta in sorted(res.files.items()):
         click.echo(f"  {meta['bytes']:>10}  {rel}")

@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from .. import _io
-from ..config import load_config
+from ..config import run_config
 from ..errors import CheckFailed, InputError
 
 GATE_FILE = ("reports", "analysis", "GATE.json")
@@ -30,8 +30,8 @@ def command(run: str, last_n: int | None, summary_md: str | None, fail_on_warn: 
     from ..gate import FAIL, INCONCLUSIVE, WARN, evaluate
     from ..loader import open_run
 
-    cfg = load_config(config_path)
     r = open_run(run)
+    cfg = run_config(r, config_path)
     res = evaluate(r.iterations, cfg, last_n)
     # the gate already names excluded failed iterations
     res.notes.extend(f"loader: {w}" for w in r.warnings if not w.startswith("failed iterations"))

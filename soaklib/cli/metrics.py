@@ -28,7 +28,7 @@ def command(run: Path, textfile: Path | None, serve_at: str | None, serve_second
             push_url: str | None, job: str | None, delete: bool, config_path: str | None) -> None:
     """Export a run's metrics to Prometheus (textfile, HTTP or pushgateway)."""
     from .. import metrics as m
-    from ..config import load_config
+    from ..config import run_config
 
     if sum(x is not None for x in (textfile, serve_at, push_url)) > 1:
         raise InputError("choose one of --textfile, --serve, --push")
@@ -38,7 +38,7 @@ def command(run: Path, textfile: Path | None, serve_at: str | None, serve_second
         raise InputError("--serve-seconds needs --serve")
 
     r = m.open_run(run)
-    cfg = load_config(config_path) if config_path else m.run_config(r)
+    cfg = run_config(r, config_path)
     mcfg = m.metrics_config(cfg)
 
     if push_url is not None:
@@ -73,5 +73,5 @@ def command(run: Path, textfile: Path | None, serve_at: str | None, serve_second
         return
 
     out = textfile if textfile is not None else Path(r.path) / "metrics" / "soak.prom"
-    m.write_textfile(registry, out)
+    m.write_textfile(registry, out, make_parent=textfile is None)
     click.echo(str(out))

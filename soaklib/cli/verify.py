@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from .. import _io
-from ..config import load_config
+from ..config import run_config
 from ..errors import CheckFailed, InputError
 
 REPORT_DIR = ("reports", "analysis")
@@ -49,8 +49,8 @@ def command(run: str, strict: bool, threshold: float | None, as_json: bool, conf
     """
     from ..verify import verify_run
 
-    cfg = load_config(config_path)
     r = _open(run)
+    cfg = run_config(r, config_path)
     rep = verify_run(r, cfg, threshold=threshold)
     out = Path(r.path).joinpath(*REPORT_DIR)
     try:
