@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import free_port, require_tool, stop_process as _stop, wait_http as _wait
 from soaklib import bundle
@@ -32,7 +33,6 @@ def write_rules(tmp: Path, cfg=None, version="v1.0.0") -> Path:
 
 
 def test_rules_structure():
-    yaml = pytest.importorskip("yaml")
     doc = yaml.safe_load(bundle.alert_rules_yaml(load_config(), version="v1.0.0"))
     (group,) = doc["groups"]
     assert group["name"] == bundle.RULE_GROUP
@@ -90,7 +90,6 @@ def _labels(alert, action):
 def test_promtool_unit_tests_for_durations_and_units(tmp_path):
     """promtool's rule unit tests: each trigger fires only after its `for:` and only past its threshold."""
     promtool = require_tool("promtool")
-    yaml = pytest.importorskip("yaml")
     rules = write_rules(tmp_path)
 
     def series(name, values):
