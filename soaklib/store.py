@@ -67,6 +67,10 @@ class RunDir:
             raise _oserror("create the runs directory", root, exc) from None
         if not os.access(root, os.W_OK | os.X_OK):
             raise InputError("runs directory is not writable", path=root)
+        latest = root / LATEST
+        if latest.exists() and not latest.is_symlink():
+            # found now, not after hours of soak when the run completes
+            raise InputError("exists and is not a symlink; the run could never become 'latest'", path=latest)
         for _ in range(20):
             run_id = new_run_id()
             path = root / run_id

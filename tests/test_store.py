@@ -137,3 +137,15 @@ def test_write_failure_is_an_input_error_and_leaves_files_intact(tmp_path, monke
         monkeypatch.undo()
         assert _io.read_json(rd.path / "runtime_overrides.json") == {"a": 1}
         assert not list(rd.path.glob(".*.tmp"))
+
+
+def test_a_latest_that_is_not_a_symlink_is_refused_before_the_run(tmp_path):
+    import subprocess
+    import sys
+
+    runs = tmp_path / "runs"
+    (runs / "latest").mkdir(parents=True)
+    p = subprocess.run([sys.executable, "-m", "soaklib", "run", "--iterations", "2", "--duration-s", "60",
+                        "--runs-dir", str(runs)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "latest" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert sorted(x.name for x in runs.iterdir()) == ["latest"]
