@@ -191,12 +191,33 @@ def goals_from_config(cfg: Mapping[str, Any], *, src: object = "<config>") -> li
     return goals
 
 
-def _status(goal: Goal, value: float) -> str:
-    if not goal.meets(value, goal.hard):
+def goal_status(value: Any, goal: Goal | Mapping[str, Any]) -> str:
+    """The one per-value goal check: PASS, WARN (meets ``hard``, misses ``soft``), FAIL (misses
+    ``hard``), or INCONCLUSIVE when ``value`` is missing (None, NaN/inf, not a number).
+
+    ``goal``: a :class:`Goal` or a ``[goals.<kpi>]`` config table (``op``, ``hard``, optional ``soft``).
+    Used by :func:`evaluate` on the window aggregate and, on one iteration's value, by the record's
+    ``kpi_verdict``, the tuner's steady-state check and the simulator calibration sweep.
+    """
+    if isinstance(goal, Goal):
+        op, hard, soft = goal.op, goal.hard, goal.soft
+    else:
+        op, hard, soft = goal.get("op"), goal.get("hard"), goal.get("soft")
+    cmp = OPS.get(op)  # type: ignore[arg-type]
+    if cmp is None:
+        raise ConfigError(f"op {op!r}, expected one of {', '.join(OPS)}", field="goals")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return INCONCLUSIVE
+    if not cmp(value, hard):
         return FAIL
-    if goal.soft is not None and not goal.meets(value, goal.soft):
+    if soft is not None and not cmp(value, soft):
         return WARN
     return PASS
+
+
+def goal_met(value: Any, goal: Goal | Mapping[str, Any]) -> bool:
+    """True when ``value`` meets the goal's HARD threshold (PASS or WARN); a missing value never does."""
+    return goal_status(value, goal) in (PASS, WARN)
 
 
 def overall(statuses) -> str:
@@ -288,7 +309,7 @@ def evaluate(frame: Any, cfg: Mapping[str, Any], last_n: int | None = None) -> G
                                       note or "no data"))
             continue
         value = _aggregate(vals.to_numpy(), g.agg)
-        st = _status(g, value)
+        st = goal_status(value, g)
         if len(vals) < n_wanted and st != FAIL:
             st = INCONCLUSIVE
             note = "; ".join(x for x in (note, f"only {len(vals)} of {n_wanted} values") if x)
@@ -329,7 +350,7 @@ def evaluate_snapshot(snapshot: Mapping[str, Any], cfg: Mapping[str, Any], last_
             why = "KPI missing from the snapshot" if st_ is None else f"no '{g.agg}' statistic in the snapshot"
             results.append(GoalResult(g.kpi, g.agg, g.op, g.hard, g.soft, None, INCONCLUSIVE, 0, why))
             continue
-        st = _status(g, float(v))
+        st = goal_status(float(v), g)
         note = ""
         if n < n_wanted and st != FAIL:
             st, note = INCONCLUSIVE, f"only {n} of {n_wanted} iterations"

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping
 
 from . import _io
 from .errors import RecordError
+from .gate import FAIL, INCONCLUSIVE, WARN, goal_status
 
 SCHEMA_VERSION = "1.0"
 
@@ -129,6 +130,9 @@ def neg_edge_drivers(s: Mapping[str, Any]) -> list[str]:
     return [k for _, k in sorted(comps, key=lambda t: (-t[0], t[1]))[:2]]
 
 
+_MISSES = {">=": "<", ">": "<=", "<=": ">", "<": ">="}
+
+
 def kpi_verdict(summary: Mapping[str, Any], cfg: Mapping[str, Any] | None) -> tuple[str | None, list[str]]:
     """Per-iteration verdict against the configured goals: hard miss FAIL, soft miss WARN.
 
@@ -140,21 +144,18 @@ def kpi_verdict(summary: Mapping[str, Any], cfg: Mapping[str, Any] | None) -> tu
         return None, []
     verdict, reasons = "PASS", []
     for name, g in goals.items():
-        v = _num(summary.get(name))
-        if v is None:
+        v = summary.get(name)
+        st = goal_status(v, g)
+        miss = _MISSES.get(g["op"], "misses")  # how the value misses the threshold
+        if st == INCONCLUSIVE:
             verdict = "FAIL"
             reasons.append(f"{name} missing")
-            continue
-        ge = g["op"] == ">="
-        miss_hard = v < g["hard"] if ge else v > g["hard"]
-        soft = g.get("soft")
-        miss_soft = soft is not None and (v < soft if ge else v > soft)
-        if miss_hard:
+        elif st == FAIL:
             verdict = "FAIL"
-            reasons.append(f"{name}={v:.4g} {'<' if ge else '>'} {g['hard']:g}")
-        elif miss_soft:
+            reasons.append(f"{name}={v:.4g} {miss} {g['hard']:g}")
+        elif st == WARN:
             verdict = "WARN" if verdict == "PASS" else verdict
-            reasons.append(f"{name}={v:.4g} {'<' if ge else '>'} soft {soft:g}")
+            reasons.append(f"{name}={v:.4g} {miss} soft {g['soft']:g}")
     return verdict, reasons
 
 

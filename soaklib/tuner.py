@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from . import _io
 from .errors import ConfigError
+from .gate import goal_met
 from .params import Registry, registry
 
 # summary KPIs copied into tuning.conditions (seed field names)
@@ -65,25 +66,14 @@ def _ok(rec: Mapping[str, Any]) -> bool:
 
 
 def goals_pass(summary: Mapping[str, Any], cfg: Mapping[str, Any]) -> bool:
-    """True when every goal of cfg["goals"] passes its HARD threshold on this one iteration's values."""
-    for name, g in cfg.get("goals", {}).items():
-        v = _num(summary.get(name))
-        if v is None:
-            return False
-        if g["op"] == ">=" and not v >= g["hard"]:
-            return False
-        if g["op"] == "<=" and not v <= g["hard"]:
-            return False
-    return True
+    """True when every goal of cfg["goals"] passes its HARD threshold on this one iteration's values
+    (``gate.goal_met``: a missing KPI never passes)."""
+    return all(goal_met(summary.get(name), g) for name, g in cfg.get("goals", {}).items())
 
 
 def failing_goals(summary: Mapping[str, Any], cfg: Mapping[str, Any]) -> list[str]:
-    out = []
-    for name, g in cfg.get("goals", {}).items():
-        v = _num(summary.get(name))
-        if v is None or (g["op"] == ">=" and v < g["hard"]) or (g["op"] == "<=" and v > g["hard"]):
-            out.append(name)
-    return out
+    """Goals of cfg["goals"] this one iteration misses (hard threshold, or KPI missing), in config order."""
+    return [name for name, g in cfg.get("goals", {}).items() if not goal_met(summary.get(name), g)]
 
 
 _GUARD_INTS = ("velocity_window", "cooldown_iters", "oscillation_window", "oscillation_freeze_iters",
@@ -212,7 +202,7 @@ def propose(history: list[Mapping[str, Any]], params: Mapping[str, Any], cfg: Ma
             b.add("driver_slippage", t["slippage_deltas"], f"slippage_p95={slip:.2f}")
         # --- maker boost: reads the REAL ratio (seed defaulted it to 0.6)
         mt = cond["maker_taker_ratio"]
-        if mt is not None and mt < t["maker_boost_target"] and risk <= t["maker_boost_risk_max"] \
+        if mt is not None and mt < t["maker_boost_target"] and risk < t["maker_boost_risk_max"] \
                 and net >= t["maker_boost_net_min"]:
             b.add("maker_boost", t["maker_boost_deltas"], f"ratio={mt:.3f}<{t['maker_boost_target']}")
         # --- normalise when healthy (seed: cleared by its own should_apply; here it survives)

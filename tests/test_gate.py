@@ -243,3 +243,59 @@ def test_cli_bad_input_one_line_exit_2(tmp_path, capsys):
     bad.write_text('[goals.net_bps]\nagg = "avg"\n')
     code, out, err = run_cli(["gate", str(p), "--config", str(bad)], capsys)
     assert code == 2 and "goals.net_bps.agg" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ one gate: the per-value check
+
+def test_goal_status_per_value(cfg):
+    g = cfg["goals"]["net_bps"]  # >= hard 2.5, soft 2.7
+    assert gate.goal_status(2.8, g) == gate.PASS
+    assert gate.goal_status(2.7, g) == gate.PASS      # inclusive
+    assert gate.goal_status(2.6, g) == gate.WARN
+    assert gate.goal_status(2.5, g) == gate.WARN      # inclusive
+    assert gate.goal_status(2.4, g) == gate.FAIL
+    for missing in (None, float("nan"), float("inf"), True, "3.0"):
+        assert gate.goal_status(missing, g) == gate.INCONCLUSIVE
+        assert gate.goal_met(missing, g) is False
+    lat = gate.Goal(kpi="p95_latency_ms", agg="max", op="<=", hard=340.0, soft=330.0)
+    assert [gate.goal_status(v, lat) for v in (330.0, 335.0, 340.0, 341.0)] == ["PASS", "WARN", "WARN", "FAIL"]
+    assert [gate.goal_met(v, lat) for v in (330.0, 340.0, 340.5)] == [True, True, False]
+    assert gate.goal_status(1, {"op": ">=", "hard": 1}) == gate.PASS  # no soft: never WARN
+    with pytest.raises(ConfigError):
+        gate.goal_status(1.0, {"op": "=>", "hard": 1.0})
+
+
+# values on, inside and outside each threshold, plus missing ones, for every operator the gate knows
+_ONE_GATE_CASES = [(op, v) for op in (">=", ">", "<=", "<")
+                   for v in (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, None, float("nan"))]
+
+
+@pytest.mark.parametrize("op, value", _ONE_GATE_CASES)
+def test_per_iteration_goal_checks_agree_with_the_gate(op, value, monkeypatch):
+    """records.kpi_verdict, tuner.goals_pass/failing_goals and the calibration sweep judge one value
+    exactly as gate.evaluate judges a one-iteration window: there is one goal check."""
+    from types import SimpleNamespace
+
+    from soaklib import records, tuner
+    from soaklib.sim import calibration
+
+    hard, soft = (2.0, 3.0) if op in (">=", ">") else (3.0, 2.0)
+    cfg = load_config()
+    cfg["goals"] = {"k": {"agg": "last", "op": op, "hard": hard, "soft": soft}}
+    summary = {"k": value}
+    f = pd.DataFrame({"k": [np.nan if value is None else value], "status": ["ok"]},
+                     index=pd.Index([1], name="iteration"))
+    expected = gate.evaluate(f, cfg, 1).goal("k").status
+    assert gate.goal_status(value, cfg["goals"]["k"]) == expected
+
+    verdict, reasons = records.kpi_verdict(summary, cfg)
+    assert verdict == {"PASS": "PASS", "WARN": "WARN", "FAIL": "FAIL", "INCONCLUSIVE": "FAIL"}[expected]
+    assert bool(reasons) == (expected != "PASS")
+    met = expected in ("PASS", "WARN")
+    assert tuner.goals_pass(summary, cfg) is met
+    assert tuner.failing_goals(summary, cfg) == ([] if met else ["k"])
+
+    monkeypatch.setattr(calibration, "simulate",
+                        lambda *a, **kw: SimpleNamespace(kpis={"k": np.nan if value is None else value}))
+    out = calibration.evaluate_goals({}, 0, iterations=1, last=1, cfg=cfg)
+    assert out["k"]["pass"] is met and out["all_pass"] is met

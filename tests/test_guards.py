@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
 import subprocess
 import sys
 
@@ -141,6 +143,60 @@ def test_same_history_same_decisions(sums, start, fail_at):
         for k, dv in a["deltas"].items():
             p = REG[k]
             assert p.min - EPS <= r["params"][k] + dv <= p.max + EPS
+
+
+# a fixed, varied history (every rule zone, a failed iteration, guards firing) decided in a fresh
+# interpreter; prints the canonical JSON of every tuning block (decisions included)
+_DECIDE_SCRIPT = r"""
+import random
+from soaklib import _io, tuner
+from soaklib.config import load_config
+from soaklib.params import registry
+
+cfg = load_config()
+reg = registry(cfg)
+out = []
+for run_seed in (1, 2, 3):
+    rnd = random.Random(run_seed)
+    cur, hist, total = dict(reg.defaults()), [], 24
+    for n in range(1, total + 1):
+        failed = n == 7
+        s = {"net_bps": rnd.uniform(-3, 5), "risk_ratio": rnd.uniform(0, 1), "maker_taker_ratio": rnd.uniform(0.5, 1),
+             "p95_latency_ms": rnd.uniform(100, 500), "adverse_bps_p95": rnd.uniform(0, 6),
+             "slippage_bps_p95": rnd.uniform(0, 5), "cancel_ratio": rnd.uniform(0, 1)}
+        if n in (15, 16, 17, 18):  # every goal passes: steady state
+            s.update(net_bps=3.0, risk_ratio=0.3, maker_taker_ratio=0.9, p95_latency_ms=250.0)
+        if n in (11, 21):  # the runner went back to what it ran two iterations ago: observed A->B->A
+            cur = dict(hist[-2]["params"])
+        if n in (19, 20):  # MODERATE then NORMALIZE: impact_cap_ratio -0.005, +0.005 (a blocked return)
+            s.update(net_bps=3.5, risk_ratio=0.45 if n == 19 else 0.2, maker_taker_ratio=0.9, p95_latency_ms=250.0,
+                     adverse_bps_p95=2.0, slippage_bps_p95=1.0, cancel_ratio=0.3)
+        r = {"iteration": n, "status": "failed" if failed else "ok", "summary": {} if failed else s,
+             "params": dict(cur)}
+        hist.append(r)
+        r["tuning"] = tuner.decide(hist, dict(cur), cfg, iteration=n, total=total, auto_tune=True)
+        for d in r["tuning"]["decisions"]:
+            cur[d["param"]] = d["new"]
+        out.append(r["tuning"])
+print(_io.canonical_json(out))
+"""
+
+
+def test_same_history_same_decisions_across_processes():
+    """Decisions do not depend on the interpreter's hash seed (set/dict iteration order)."""
+    outs = []
+    for hs in ("1", "2"):
+        r = subprocess.run([sys.executable, "-c", _DECIDE_SCRIPT], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONHASHSEED": hs})
+        assert r.returncode == 0, r.stderr
+        outs.append(r.stdout.strip())
+    assert outs[0] == outs[1]
+    blocks = json.loads(outs[0])
+    guards_seen = {d["guard"] for b in blocks for d in b["decisions"]}
+    assert sum(len(b["decisions"]) for b in blocks) > 50
+    assert {"steady_state", "last_iteration", "bounds", "frozen", "oscillation", "cooldown"} <= guards_seen
+    assert any(b["skip_reason"] and b["skip_reason"]["reason"] == "iteration_failed" for b in blocks)
+    assert any(len(b["guards"]["frozen_params"]) >= 2 for b in blocks)
 
 
 # ------------------------------------------------------------------ one unit test per guard

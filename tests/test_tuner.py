@@ -207,3 +207,38 @@ def test_bad_tuning_config_names_the_field(section, key, value, field):
     cfg[section][key] = value
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         tuner.decide([rec()], DEF, cfg, iteration=1, total=5, auto_tune=True)
+
+
+def test_maker_boost_stops_at_the_aggressive_boundary():
+    """docs/TUNER.md: MAKER_BOOST needs risk < 0.60 (not AGGRESSIVE); AGGRESSIVE starts at risk >= 0.60."""
+    assert CFG["tuner"]["risk_aggressive"] == CFG["tuner"]["maker_boost_risk_max"] == 0.60
+    at = prop(risk_ratio=0.60, maker_taker_ratio=0.70, net_bps=2.8)
+    assert any(r.startswith("RISK_AGGRESSIVE") for r in at.rules)
+    assert not any(r.startswith("MAKER_BOOST") for r in at.rules)
+    assert "max_delta_ratio" not in at.deltas
+    below = prop(risk_ratio=0.59, maker_taker_ratio=0.70, net_bps=2.8)
+    assert any(r.startswith("RISK_MODERATE") for r in below.rules)
+    assert any(r.startswith("MAKER_BOOST") for r in below.rules) and below.deltas["max_delta_ratio"] == 0.02
+
+
+def test_user_config_replaces_a_rule_delta_table(tmp_path):
+    """docs/TUNER.md: a user config can override any tuner constant, including a rule's whole
+    parameter->delta table (replaced, not merged with the default's)."""
+    f = tmp_path / "soak.toml"
+    f.write_text("[tuner]\nmoderate_deltas = { tail_age_ms = 30 }\n", encoding="utf-8")
+    cfg = load_config(f)
+    assert cfg["tuner"]["moderate_deltas"] == {"tail_age_ms": 30}
+    assert CFG["tuner"]["moderate_deltas"] == {"min_interval_ms": 5, "impact_cap_ratio": -0.005}  # defaults intact
+    h = [rec(risk_ratio=0.45)]
+    p = tuner.propose(h, dict(DEF), cfg)
+    assert any(r.startswith("RISK_MODERATE") for r in p.rules)
+    assert p.deltas == {"tail_age_ms": 30} and "min_interval_ms" not in p.deltas
+    block = tuner.decide(h, dict(DEF), cfg, iteration=1, total=5, auto_tune=True)
+    assert block["deltas"] == {"tail_age_ms": 30}
+    assert [(d["param"], d["new"]) for d in block["decisions"]] == [("tail_age_ms", DEF["tail_age_ms"] + 30)]
+    # the default table still moves min_interval_ms, not tail_age_ms
+    assert set(tuner.propose(h, dict(DEF), CFG).deltas) == {"min_interval_ms", "impact_cap_ratio"}
+    # a replaced table is checked like the default one
+    f.write_text("[tuner]\nmoderate_deltas = { tail_age = 30 }\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"tuner\.moderate_deltas\.tail_age"):
+        load_config(f)

@@ -190,6 +190,8 @@ def test_simulator_run_verifies_at_full_ratio(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     js = json.loads(r.stdout)
     assert js["full_apply_ratio"] == 1.0 and js["counts"]["mismatch"] == 0 and js["counts"]["missing"] == 0
+    # not the 1.0 of an empty denominator: something was proposed and applied
+    assert js["counts"]["full_apply"] > 0
 
 
 def test_failed_next_iteration_is_skipped_not_missing_and_no_pairs_is_inconclusive():

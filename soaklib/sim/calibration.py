@@ -31,6 +31,7 @@ def evaluate_goals(params: dict, run_seed: int, *, iterations: int = 24, last: i
                    duration_s: float = 3600.0, cfg: dict | None = None) -> dict[str, Any]:
     """Aggregate each goal KPI over the last ``last`` iterations; returns values and pass flags."""
     from ..config import load_config
+    from ..gate import goal_met
 
     cfg = cfg or load_config()
     ks = [simulate(params, scenario, _iteration_seed(run_seed, n), duration_s, start_s=(n - 1) * duration_s,
@@ -38,8 +39,7 @@ def evaluate_goals(params: dict, run_seed: int, *, iterations: int = 24, last: i
     out: dict[str, Any] = {}
     for name, g in cfg["goals"].items():
         v = float(_AGG[g["agg"]](np.array([k[name] for k in ks], dtype=float)))
-        ok = v >= g["hard"] if g["op"] == ">=" else v <= g["hard"]
-        out[name] = {"value": v, "pass": bool(ok)}
+        out[name] = {"value": v, "pass": goal_met(v, g)}
     out["all_pass"] = all(x["pass"] for x in out.values() if isinstance(x, dict))
     return out
 
