@@ -134,6 +134,10 @@ def validate_config(cfg: dict[str, Any], src: str | Path | None = None) -> None:
     from .tuner import validate_tuning_config
 
     validate_tuning_config(cfg, src=where)
+    # the simulator's own sections ([sim], [runtime_guards]) and the bounds its loop depends on
+    from .sim.settings import validate_sim_config
+
+    validate_sim_config(cfg, src=where)
 
 
 def run_config(run: Any, path: str | Path | None = None) -> dict[str, Any]:

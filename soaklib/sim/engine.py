@@ -40,10 +40,13 @@ N_FCOL = 8
  ST_TURNOVER, ST_MID_END, ST_PEAK, ST_DD, ST_INV_TIME, ST_B_MI, ST_B_CONC, ST_B_RISK, ST_B_THR,
  ST_B_OTHER, ST_ALLOWED, ST_PLACE, ST_REPLACE, ST_CANCEL, ST_REJECTS, ST_RESCUES, ST_BUF_TIME,
  ST_ADD_INTEGRAL, ST_FREEZE_COUNT, ST_FREEZE_TIME, ST_FREEZE_ACTIVE, ST_FREEZE_BLOCKED, ST_SUMR2,
- ST_SPIKES, ST_JUMPS, ST_T_END, ST_P95_MAX_ROLL, ST_OVERFLOW, ST_BUF_ACTIVE_END, ST_CRASHES) = range(41)
-N_STATS = 41
+ ST_SPIKES, ST_JUMPS, ST_T_END, ST_P95_MAX_ROLL, ST_OVERFLOW, ST_BUF_ACTIVE_END, ST_CRASHES, ST_BROKEN,
+ ST_BROKEN_AT) = range(43)
+N_STATS = 43
+# ST_BROKEN: why the loop stopped early (the wrapper raises; no KPI is derived from a broken market)
+BROKEN_MID, BROKEN_TAKER_PRICE = 1.0, 2.0
 
-_INFL = 64  # in-flight slots (>= max concurrency_limit)
+_INFL = 64  # in-flight slots (== settings.MAX_IN_FLIGHT, the bound on params.concurrency_limit.max)
 _RING = 1024  # latency samples kept for the rolling p95
 
 
@@ -341,6 +344,10 @@ def _loop(seed, dur_ms, P, C, R, SEG, fills, lats, ages, regs, stats):
             u2 -= 1.0
         if u2 < r_inf:
             mid *= 1.0 + (r_infbps if buy else -r_infbps) * 1e-4
+        if not mid > tick:  # the mid fell to one tick or below (or is NaN): no price can be quoted
+            stats[ST_BROKEN] = BROKEN_MID
+            stats[ST_BROKEN_AT] = now
+            break
 
         # ---- mark-outs maturing ----
         while mo_head < nf and fills[mo_head, F_T] + markout_ms <= now:
@@ -359,6 +366,10 @@ def _loop(seed, dur_ms, P, C, R, SEG, fills, lats, ages, regs, stats):
                 touch = mid * (1.0 + s * R[reg, R_MKT_HS] * 1e-4)
                 slip_bps = C[C_SLIP_BPS] * (x / qlim) * (1.0 + 0.5 * abs(np.random.standard_normal()))
                 p = touch * (1.0 + s * slip_bps * 1e-4)
+                if not p > 0.0:  # a hedge at a price <= 0 would break the accounting
+                    stats[ST_BROKEN] = BROKEN_TAKER_PRICE
+                    stats[ST_BROKEN_AT] = now
+                    break
                 q += s * x
                 cash -= s * p * x
                 fee = C[C_TAKER_FEE_BPS] * 1e-4 * p * x
@@ -561,8 +572,9 @@ def _bare_loop(seed, dur_ms, lam, kappa):
 
 
 # ---- Python wrapper ------------------------------------------------------------------------
-def _pct(a: np.ndarray, q: float) -> float:
-    return float(np.percentile(a, q)) if a.size else 0.0
+def _pct(a: np.ndarray, q: float, nd: int = 6) -> float | None:
+    """The ``q``-th percentile of ``a`` rounded to ``nd`` digits; None (not measured) when empty."""
+    return _r(np.percentile(a, q), nd) if a.size else None
 
 
 def _constants(cfg: dict, market: dict) -> np.ndarray:
@@ -614,6 +626,10 @@ def run_simulation(params: dict, scenario="default", seed: int = 0, duration_s: 
     from . import SimResult
     from .scenario import load_scenario
 
+    if config is not None:  # load_config() validates; a config handed in directly is checked here
+        from .settings import validate_sim_config
+
+        validate_sim_config(config)
     cfg = config if config is not None else load_config()
     reg = registry(cfg)
     if not isinstance(params, dict):
@@ -653,6 +669,8 @@ def run_simulation(params: dict, scenario="default", seed: int = 0, duration_s: 
         if not full or scale >= 64:
             break
         scale *= 4
+    if stats[ST_BROKEN]:
+        _broken(stats, sc, float(start_s))
     kpis, guards, market = _derive(stats, fills, lats, ages, regs, sc, C, P, float(start_s), float(duration_s))
     market["faults"] = faults
     return SimResult(kpis=kpis, params=dict(flat), runtime_guards=guards, market=market,
@@ -661,6 +679,21 @@ def run_simulation(params: dict, scenario="default", seed: int = 0, duration_s: 
                             "cash_quote": float(stats[ST_CASH]), "inventory": float(stats[ST_Q]),
                             "mid_end": float(stats[ST_MID_END]),
                             "duration_s": float(duration_s), "fills_truncated": bool(stats[ST_OVERFLOW])})
+
+
+def _broken(stats, sc, start_s: float) -> None:
+    """The market left the price grid: refuse to report accounting from it (a scenario problem)."""
+    from ..errors import ConfigError
+
+    at = start_s + stats[ST_BROKEN_AT] / 1000.0
+    if stats[ST_BROKEN] == BROKEN_TAKER_PRICE:
+        what = "a taker hedge was priced at or below 0"
+        fix = "lower [sim].rescue_slippage_bps or the regimes' market_half_spread_bps"
+    else:
+        what = f"the mid price fell to {stats[ST_MID_END]:.6g}, at or below one tick"
+        fix = ("lower the moves that drive it down: regimes' vol_bps_per_sqrt_s, drift_bps_per_s, jump_bps, "
+               "informed_impact_bps or the segments' flash_crash_bps")
+    raise ConfigError(f"simulated market broke at t={at:.3f} s: {what}; {fix}", path=sc.path, field="scenario")
 
 
 def _derive(st, fills, lats, ages, regs, sc, C, P, start_s, duration_s):
@@ -673,13 +706,16 @@ def _derive(st, fills, lats, ages, regs, sc, C, P, start_s, duration_s):
     q = st[ST_Q]
     inv_quote = mid_end * q - st[ST_SXM]  # sum s*x*(mid_end - mid_at_fill)
     pnl = st[ST_CASH] + q * mid_end
-    to_bps = (1e4 / turnover) if turnover > 0 else 0.0
-    # components rounded first so that the reported net is exactly their sum
-    gross_bps = _r(st[ST_GROSS] * to_bps, 9)
-    fees_bps = _r(st[ST_FEES] * to_bps, 9)
-    slip_bps = _r(st[ST_SLIP] * to_bps, 9)
-    inv_bps = _r(inv_quote * to_bps, 9)
-    net_bps = gross_bps + fees_bps + slip_bps + inv_bps
+    if nf > 0 and turnover > 0:
+        to_bps = 1e4 / turnover
+        # components rounded first so that the reported net is exactly their sum
+        gross_bps = _r(st[ST_GROSS] * to_bps, 9)
+        fees_bps = _r(st[ST_FEES] * to_bps, 9)
+        slip_bps = _r(st[ST_SLIP] * to_bps, 9)
+        inv_bps = _r(inv_quote * to_bps, 9)
+        net_bps = gross_bps + fees_bps + slip_bps + inv_bps
+    else:  # no turnover: edge per unit traded was not measured (null, never an invented 0)
+        gross_bps = fees_bps = slip_bps = inv_bps = net_bps = None
     side, liq, qty = F[:, F_SIDE], F[:, F_LIQ], F[:, F_QTY]
     fl = {}
     for sname, sv in (("buy", 1.0), ("sell", -1.0)):
@@ -692,11 +728,14 @@ def _derive(st, fills, lats, ages, regs, sc, C, P, start_s, duration_s):
     fl["maker_volume"], fl["taker_volume"] = _r(qty[mk].sum()), _r(qty[tk].sum())
     fl["count"], fl["volume"] = nf, _r(qty.sum())
     mv, tv = float(qty[mk].sum()), float(qty[tk].sum())
-    mtr = mv / (mv + tv) if mv + tv > 0 else 0.0
+    # not measured without fills: null ratio, source "none" (the records.py rule)
+    mtr, mt_source = (_r(mv / (mv + tv)), "fills_volume") if mv + tv > 0 else (None, "none")
     markout = F[:, F_MARKOUT]
-    adverse_bps = float(np.sum(markout * qty) / qty.sum()) if nf else 0.0
+    vol = float(qty.sum())
+    adverse_bps = _r(np.sum(markout * qty) / vol) if nf and vol > 0 else None
     adverse_p95 = _pct(-markout, 95)
-    slip_p95 = _pct(F[tk, F_SLIP], 95)
+    # p95 over taker fills; with maker fills only no fill paid slippage (a measured 0); no fills: null
+    slip_p95 = _pct(F[tk, F_SLIP], 95) if tk.any() else (0.0 if nf else None)
     b = {"min_interval": int(st[ST_B_MI]), "concurrency": int(st[ST_B_CONC]), "risk": int(st[ST_B_RISK]),
          "throttle": int(st[ST_B_THR]), "allowed": int(st[ST_ALLOWED]), "other": int(st[ST_B_OTHER])}
     blocked4 = b["min_interval"] + b["concurrency"] + b["risk"] + b["throttle"]
@@ -712,27 +751,24 @@ def _derive(st, fills, lats, ages, regs, sc, C, P, start_s, duration_s):
     freeze_time_s = st[ST_FREEZE_TIME] / 1000.0
     kpis = {
         "net_bps": net_bps, "gross_bps": gross_bps, "fees_eff_bps": fees_bps,
-        "slippage_bps": slip_bps, "inventory_bps": inv_bps, "adverse_bps": _r(adverse_bps),
-        "adverse_bps_p95": _r(adverse_p95), "slippage_bps_p95": _r(slip_p95),
-        "order_age_p95_ms": _r(_pct(age, 95), 3), "cancel_ratio": _r(st[ST_CANCEL] / acts if acts else 0.0),
-        "p50_latency_ms": _r(_pct(lat, 50), 3), "p95_latency_ms": _r(_pct(lat, 95), 3),
-        "p99_latency_ms": _r(_pct(lat, 99), 3),
+        "slippage_bps": slip_bps, "inventory_bps": inv_bps, "adverse_bps": adverse_bps,
+        "adverse_bps_p95": adverse_p95, "slippage_bps_p95": slip_p95,
+        "order_age_p95_ms": _pct(age, 95, 3), "cancel_ratio": _r(st[ST_CANCEL] / acts) if acts else None,
+        "p50_latency_ms": _pct(lat, 50, 3), "p95_latency_ms": _pct(lat, 95, 3),
+        "p99_latency_ms": _pct(lat, 99, 3),
         "risk_ratio": _r(ratio4("risk")), "min_interval_ratio": _r(ratio4("min_interval")),
         "concurrency_ratio": _r(ratio4("concurrency")), "throttle_ratio": _r(ratio4("throttle")),
         "blocks": {"counts": b, "total": total, "ratios": ratios},
-        "fills": fl, "maker_taker_ratio": _r(mtr), "maker_taker_source": "fills_volume",
+        "fills": fl, "maker_taker_ratio": mtr, "maker_taker_source": mt_source,
         "pnl_quote": _r(pnl, 9), "drawdown_quote": _r(st[ST_DD], 9),
         "inventory_utilisation": _r(st[ST_INV_TIME] / dur_ms / qlim if dur_ms else 0.0),
-        "neg_edge_drivers": [], "freeze_time_s": _r(freeze_time_s, 3),
+        # left to soaklib.records.neg_edge_drivers (one rule: negative components only)
+        "neg_edge_drivers": None, "freeze_time_s": _r(freeze_time_s, 3),
         "turnover_quote": _r(turnover, 6), "inventory_end": _r(q, 9),
         "orders": {"place": int(st[ST_PLACE]), "replace": int(st[ST_REPLACE]), "cancel": int(st[ST_CANCEL]),
                    "rejects": int(st[ST_REJECTS]), "rescues": int(st[ST_RESCUES])},
         "latency_samples": int(lat.size),
     }
-    if net_bps < 0:  # seed rule: top 2 by |value| of fees, slippage, adverse, |inventory|
-        cand = {"fees_eff_bps": fees_bps, "slippage_bps": slip_bps, "adverse_bps": adverse_bps,
-                "inventory_bps": abs(inv_bps)}
-        kpis["neg_edge_drivers"] = [k for k, _ in sorted(cand.items(), key=lambda kv: -abs(kv[1]))[:2]]
     guards = {
         "enabled": bool(C[C_GUARDS_ON] > 0),
         "latency_buffer_active_s": _r(st[ST_BUF_TIME] / 1000.0, 3),

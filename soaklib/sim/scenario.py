@@ -26,6 +26,12 @@ REGIME_KEYS = {  # key -> column in the regime table
     "market_half_spread_bps": E.R_MKT_HS,
 }
 _POSITIVE = {"order_rate_per_s", "kappa_per_bps", "latency_mult"}
+# Moves of the mid (and spreads) beyond 10 % per step/second make no sense for a market-making
+# scenario and can drive the mid to <= 0 (the engine also stops with a ConfigError if it ever does).
+MAX_MOVE_BPS = 1000.0
+_BOUNDED_BPS = {"vol_bps_per_sqrt_s", "drift_bps_per_s", "jump_bps", "informed_impact_bps",
+                "market_half_spread_bps"}
+MAX_CRASH_BPS = 10000.0  # a crash of 100 % or more leaves no price (refused: flash_crash_bps >= this)
 MARKET_KEYS = ("base_half_spread_bps", "latency_base_ms")
 SEGMENT_KEYS = {
     "duration_s": None, "regimes": None, "switch_rate_per_h": 0.0, "latency_spike_rate_per_h": 0.0,
@@ -161,7 +167,8 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
             raise ConfigError(f"unknown key, expected one of: {', '.join(MARKET_KEYS)}", path=shown, field=f"market.{k}")
         market[k] = v
     for k in MARKET_KEYS:
-        market[k] = _num(market[k], shown, f"market.{k}", positive=True)
+        market[k] = _num(market[k], shown, f"market.{k}", positive=True,
+                         hi=MAX_MOVE_BPS if k == "base_half_spread_bps" else None)
     regimes = copy.deepcopy(base["regimes"])
     ur = user.get("regimes", {})
     if not isinstance(ur, dict):
@@ -183,7 +190,9 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         for k, col in REGIME_KEYS.items():
             if k not in regimes[rn]:
                 raise ConfigError(f"missing '{k}'", path=shown, field=f"regimes.{rn}")
-            table[i, col] = _num(regimes[rn][k], shown, f"regimes.{rn}.{k}", lo=None if k == "drift_bps_per_s" else 0.0,
+            drift = k == "drift_bps_per_s"
+            table[i, col] = _num(regimes[rn][k], shown, f"regimes.{rn}.{k}",
+                                 lo=-MAX_MOVE_BPS if drift else 0.0, hi=MAX_MOVE_BPS if k in _BOUNDED_BPS else None,
                                  positive=k in _POSITIVE)
         if table[i, E.R_INF_SHARE] > 1:
             raise ConfigError("expected a share in [0, 1]", path=shown, field=f"regimes.{rn}.informed_share")
@@ -216,6 +225,9 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         for k in ("switch_rate_per_h", "latency_spike_rate_per_h", "latency_spike_s", "flash_crash_bps",
                   "flash_crash_recover_s"):
             out[k] = _num(out[k], shown, f"{f}.{k}", lo=0.0)
+        if out["flash_crash_bps"] >= MAX_CRASH_BPS:
+            raise ConfigError(f"expected a crash < {MAX_CRASH_BPS:g} bps (100 % of the price), got "
+                              f"{out['flash_crash_bps']:g}", path=shown, field=f"{f}.flash_crash_bps")
         out["latency_spike_mult"] = _num(out["latency_spike_mult"], shown, f"{f}.latency_spike_mult", positive=True)
         out["reject_prob"] = _num(out["reject_prob"], shown, f"{f}.reject_prob", lo=0.0, hi=1.0)
         out["flash_crash_recover"] = _num(out["flash_crash_recover"], shown, f"{f}.flash_crash_recover", lo=0.0, hi=1.0)
