@@ -1,7 +1,9 @@
 """Charts for the report notebooks. Each function returns a matplotlib Figure and writes no files.
 
 Figures are plain ``matplotlib.figure.Figure`` objects (no pyplot state), at a fixed size and dpi
-from ``[report]`` so the rendered HTML stays small; ``reports`` turns them into PNG once.
+from ``[report]`` so the rendered HTML stays small; ``reports`` turns them into PNG once. Titles are
+placed at ``y=1.0`` explicitly: the same place matplotlib would pick (no axis here has top ticks),
+without it measuring every tick label at each draw to decide.
 """
 from __future__ import annotations
 
@@ -64,7 +66,7 @@ def kpi_trends(iterations: pd.DataFrame, goals: Mapping[str, Mapping[str, Any]],
         ax.axhline(float(g["hard"]), color="#d62728", ls="--", lw=1, label=f"goal {g['op']} {g['hard']} ({g['agg']})")
         if g.get("soft") is not None:
             ax.axhline(float(g["soft"]), color="#ff7f0e", ls=":", lw=1, label=f"soft {g['soft']}")
-        ax.set_title(name, fontsize=9)
+        ax.set_title(name, fontsize=9, y=1.0)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6, loc="upper left")
     for k in range(len(names), rows * cols):
@@ -97,7 +99,7 @@ def pnl_decomposition(iterations: pd.DataFrame, cfg: Mapping[str, Any]):
     if "net_bps" in iterations.columns:
         ax.plot(x, _num(iterations, "net_bps").to_numpy(), color="black", marker="o", ms=3, label="net_bps")
     ax.axhline(0, color="black", lw=0.5)
-    ax.set_title("PnL decomposition (bps)", fontsize=9)
+    ax.set_title("PnL decomposition (bps)", fontsize=9, y=1.0)
     ax.legend(fontsize=6, ncol=3, loc="upper left")
     ax.tick_params(labelsize=7)
     ax2 = axes[1][0]
@@ -106,7 +108,7 @@ def pnl_decomposition(iterations: pd.DataFrame, cfg: Mapping[str, Any]):
     if "drawdown_quote" in iterations.columns:
         ax2.bar(x, -_num(iterations, "drawdown_quote").fillna(0.0).to_numpy(), color="#d62728", alpha=0.5,
                 label="-drawdown_quote")
-    ax2.set_title("PnL (quote)", fontsize=9)
+    ax2.set_title("PnL (quote)", fontsize=9, y=1.0)
     ax2.legend(fontsize=6, loc="upper left")
     ax2.tick_params(labelsize=7)
     _layout(fig)
@@ -126,7 +128,7 @@ def latency(iterations: pd.DataFrame, goals: Mapping[str, Mapping[str, Any]], cf
     g = goals.get("p95_latency_ms")
     if g:
         ax.axhline(float(g["hard"]), color="#d62728", ls="--", lw=1, label=f"p95 goal {g['op']} {g['hard']}")
-    ax.set_title("latency (ms)", fontsize=9)
+    ax.set_title("latency (ms)", fontsize=9, y=1.0)
     ax.legend(fontsize=6, loc="upper left")
     ax.tick_params(labelsize=7)
     _layout(fig)
@@ -143,7 +145,7 @@ def inventory(iterations: pd.DataFrame, cfg: Mapping[str, Any]):
     for k, c in enumerate(have):
         ax = axes[0][k]
         ax.plot(x, _num(iterations, c).to_numpy(), marker=".", color="#2ca02c")
-        ax.set_title(c, fontsize=9)
+        ax.set_title(c, fontsize=9, y=1.0)
         ax.tick_params(labelsize=7)
     _layout(fig)
     return fig
@@ -163,7 +165,7 @@ def block_reasons(blocks: pd.DataFrame, cfg: Mapping[str, Any]):
         v = num[c].to_numpy(dtype=float)
         ax.bar(x, v, bottom=bottom, width=0.8, label=str(c))
         bottom += v
-    ax.set_title("order blocks by reason", fontsize=9)
+    ax.set_title("order blocks by reason", fontsize=9, y=1.0)
     ax.legend(fontsize=6, ncol=3, loc="upper left")
     ax.tick_params(labelsize=7)
     _layout(fig)
@@ -201,7 +203,7 @@ def param_trajectories(params: pd.DataFrame, decisions: pd.DataFrame, reg, cfg: 
                 seen.add(str(guard))
                 ax.scatter(its, yy, marker="x", s=24, color=_GUARD_COLOURS.get(str(guard), "#e377c2"),
                            label=lab, zorder=3)
-        ax.set_title(f"{name} [{p.min:g}, {p.max:g}] {p.unit}", fontsize=8)
+        ax.set_title(f"{name} [{p.min:g}, {p.max:g}] {p.unit}", fontsize=8, y=1.0)
         ax.tick_params(labelsize=6)
     for k in range(len(names), rows * cols):
         axes[k // cols][k % cols].axis("off")

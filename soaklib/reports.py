@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import importlib
 import os
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -20,12 +22,26 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-import pandas as pd
-
-from . import _io, analysis
+from . import _io
 from .config import load_config
 from .errors import InputError, ReportError, SoakError
 from .textutil import html_escape, md_escape, sparkline
+
+
+
+class _LazyModule:
+    """A module imported on first attribute use: ``soak report`` starts its kernels before the
+    parent pays for pandas (the kernels need ~1 s to come up; the parent's imports overlap that)."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        return getattr(importlib.import_module(self._name), attr)
+
+
+pd = _LazyModule("pandas")
+analysis = _LazyModule("soaklib.analysis")
 
 ANALYSIS_DIR = Path("reports") / "analysis"
 NOTEBOOKS = {"audit": "POST_SOAK_AUDIT", "recommendations": "RECOMMENDATIONS"}
@@ -492,14 +508,79 @@ def render(src: str | os.PathLike, *, last_n: int | None = None, config: str | o
     any notebook runs; a failing notebook leaves its partly executed copy and raises ReportError
     naming the cell.
     """
-    from .loader import open_run
-
     t0 = time.perf_counter()
     cfg = load_config(config)
     n = int(last_n if last_n is not None else cfg["report"]["last_n"])
     if n < 1:
         raise InputError(f"--last-n must be >= 1, got {n}", field="last_n")
     path = Path(src)
+    kernel = kernel or str(cfg["report"]["kernel"])
+    timeout = float(cfg["report"]["cell_timeout_s"])
+    # The kernels take about a second to come up: each worker launches its kernel now (no notebook
+    # runs yet) so the start overlaps loading the run and computing the snapshot; bad input shuts
+    # them down again. A worker keeps its kernel in its own thread (and event loop) throughout.
+    early = path.is_dir()
+    ctx: dict[str, Any] = {}
+    go = threading.Event()
+    launched = {name: threading.Event() for name in NOTEBOOKS}
+
+    def job(name: str, stem: str) -> tuple[float, float, Path, Path] | None:
+        try:
+            km = _start_kernel(kernel, name) if early else None
+        finally:
+            launched[name].set()
+        import papermill  # noqa: F401 - imported while the kernel boots, not after the go
+        go.wait()
+        if "params" not in ctx:  # bad input: no notebook runs
+            _stop_kernel(km)
+            return None
+        out = ctx["out"]
+        try:
+            took, nb = _execute(name, out / f"{stem}.ipynb", ctx["params"], kernel, timeout, km)
+        except BaseException:
+            if km is not None and km.has_kernel:  # papermill never took it over
+                _stop_kernel(km)
+            raise
+        # each notebook is rendered as soon as it has run, overlapping the other's execution
+        t1 = time.perf_counter()
+        html, md = _export(nb, out, stem)  # the executed copy as written, not read back
+        return took, time.perf_counter() - t1, html, md
+
+    # the two notebooks are independent: execute them side by side (one kernel process each)
+    with ThreadPoolExecutor(max_workers=len(NOTEBOOKS)) as pool:
+        futs = {name: pool.submit(job, name, stem) for name, stem in NOTEBOOKS.items()}
+        try:
+            # let the launches have the interpreter first: the kernels' boot is the longer path
+            for ev in launched.values():
+                ev.wait(5.0)
+            res, run = _analyse(path, cfg, n, out_dir)
+            ctx["params"] = {"src": str(Path(run.path).resolve()), "last_n": n,
+                             "config": str(Path(config).resolve()) if config else "", "simulate": bool(simulate)}
+            ctx["out"] = res.out_dir
+        finally:
+            go.set()
+        errors = []
+        for name, fut in futs.items():
+            try:
+                took, rend, html, md = fut.result()
+            except ReportError as exc:
+                errors.append(exc)
+                continue
+            res.seconds[name] = took
+            res.seconds["render"] = res.seconds.get("render", 0.0) + rend
+            res.files[f"{name}_html"], res.files[f"{name}_md"] = html, md
+            res.files[f"{name}_ipynb"] = res.out_dir / f"{NOTEBOOKS[name]}.ipynb"
+    if errors:
+        raise errors[0]
+    res.seconds["total"] = time.perf_counter() - t0
+    return res
+
+
+def _analyse(path: Path, cfg, n: int, out_dir):
+    """Open the run, write the snapshot and FAILURES.md (in-process, before the notebooks)."""
+    from .loader import open_run
+
+    t1 = time.perf_counter()
     run = open_run(path)
     if analysis._frame(run, "iterations").empty:
         raise InputError("the run has no iterations yet: nothing to report", path=path)
@@ -514,53 +595,90 @@ def render(src: str | os.PathLike, *, last_n: int | None = None, config: str | o
     _io.write_json(res.files["snapshot"], snap)
     res.files["failures"] = out / "FAILURES.md"
     _io.write_text(res.files["failures"], failures_markdown(run, snap))
-    res.seconds["analysis"] = time.perf_counter() - t0
-
-    params = {"src": str(Path(run.path).resolve()), "last_n": n,
-              "config": str(Path(config).resolve()) if config else "", "simulate": bool(simulate)}
-    kernel = kernel or str(cfg["report"]["kernel"])
-    timeout = float(cfg["report"]["cell_timeout_s"])
-    # the two notebooks are independent: execute them side by side (one kernel process each)
-    def job(name: str, stem: str) -> tuple[float, float, Path, Path]:
-        # each notebook is rendered as soon as it has run, overlapping the other's execution
-        took = _execute(name, out / f"{stem}.ipynb", params, kernel, timeout)
-        t1 = time.perf_counter()
-        html, md = _export(out / f"{stem}.ipynb", out, stem)
-        return took, time.perf_counter() - t1, html, md
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futs = {name: pool.submit(job, name, stem) for name, stem in NOTEBOOKS.items()}
-        errors = []
-        for name, fut in futs.items():
-            try:
-                took, rend, html, md = fut.result()
-            except ReportError as exc:
-                errors.append(exc)
-                continue
-            res.seconds[name] = took
-            res.seconds["render"] = res.seconds.get("render", 0.0) + rend
-            res.files[f"{name}_html"], res.files[f"{name}_md"] = html, md
-            res.files[f"{name}_ipynb"] = out / f"{NOTEBOOKS[name]}.ipynb"
-    if errors:
-        raise errors[0]
-    res.seconds["total"] = time.perf_counter() - t0
-    return res
+    res.seconds["analysis"] = time.perf_counter() - t1
+    return res, run
 
 
-def _execute(name: str, out_nb: Path, params: dict, kernel: str, timeout: float) -> float:
+# the kernel's own start/stop chatter is not the user's business; no IPython history file
+_KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL", "--HistoryManager.hist_file=:memory:"]
+
+
+def preload(name: str) -> None:
+    """Import what notebook ``name``'s cells will use (run by ``soak report``'s kernels while they
+    boot, during the time the parent is still loading the run; the cells then find the modules
+    loaded). Only imports: no state, nothing shown."""
+    import importlib as _imp
+
+    mods = ["pandas", "IPython.display", "soaklib.loader", "soaklib.analysis", "soaklib.gate"]
+    if name == "audit":
+        # the charts: matplotlib's Figure and the Agg canvas savefig draws with
+        mods += ["soaklib.plots", "soaklib.params", "soaklib.verify", "matplotlib.backends.backend_agg"]
+    elif name == "recommendations":
+        mods += ["soaklib.recommend"]
+    for m in mods:
+        _imp.import_module(m)
+
+
+def _start_kernel(kernel_name: str, name: str | None = None):
+    """Launch a kernel (without waiting for it to be ready) in the calling thread's event loop; None
+    when that fails: papermill then starts its own and reports the problem in its words. The
+    kernel first imports what notebook ``name`` needs (``preload``)."""
+    try:
+        from jupyter_client.manager import AsyncKernelManager
+        from jupyter_core.utils import run_sync
+
+        km = AsyncKernelManager(kernel_name=kernel_name)
+        args = list(_KERNEL_ARGS)
+        if name is not None and km.ipykernel:
+            # IPython runs exec_lines before it answers the first request; the names it binds are
+            # hidden from %who and the lines do not count as executions
+            args.append(f"--IPKernelApp.exec_lines=from soaklib import reports as _r; _r.preload({name!r}); del _r")
+        run_sync(km.start_kernel)(extra_arguments=args)
+        return km
+    except Exception:  # noqa: BLE001 - see above
+        return None
+
+
+def _stop_kernel(km) -> None:
+    if km is None:
+        return
+    try:
+        from jupyter_core.utils import run_sync
+
+        run_sync(km.shutdown_kernel)(now=True)
+    except Exception:  # noqa: BLE001 - best effort on the error path
+        pass
+
+
+def _manager_class(km):
+    """A kernel-manager class whose construction yields the already started ``km``: nbclient sees
+    a kernel that is up, skips its own launch, and still owns (and shuts down) the kernel."""
+
+    class _Started(type(km)):
+        def __new__(cls, *args, **kwargs):
+            return km
+
+    return _Started
+
+
+def _execute(name: str, out_nb: Path, params: dict, kernel: str, timeout: float, km=None):
+    """Run one notebook with papermill into ``out_nb``; (seconds, the executed notebook)."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
     t = time.perf_counter()
     p = {k: v for k, v in params.items() if k in PARAMS[name].__dataclass_fields__}
+    extra = {"kernel_manager_class": _manager_class(km)} if km is not None else {}
     try:
-        pm.execute_notebook(str(notebook_path(name)), str(out_nb), parameters=p, kernel_name=kernel,
-                            progress_bar=False, log_output=False, execution_timeout=timeout, cwd=None,
-                            # no rewrite of the whole notebook after every cell; papermill still
-                            # saves the partly executed copy when a cell fails
-                            request_save_on_cell_execute=False, autosave_cell_every=0,
-                            # the kernel's own start/stop chatter is not the user's business
-                            extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
+        nb = pm.execute_notebook(str(notebook_path(name)), str(out_nb), parameters=p, kernel_name=kernel,
+                                 progress_bar=False, log_output=False, execution_timeout=timeout, cwd=None,
+                                 # no rewrite of the whole notebook after every cell; papermill still
+                                 # saves the partly executed copy when a cell fails
+                                 request_save_on_cell_execute=False, autosave_cell_every=0,
+                                 extra_arguments=list(_KERNEL_ARGS),
+                                 # every cell's outputs are in by then: stop the kernel at once instead of
+                                 # asking it to shut down and polling until it has (~0.3 s per notebook)
+                                 shutdown_kernel="immediate", **extra)
     except PapermillExecutionError as exc:
         raise ReportError(f"{name} notebook failed in cell {exc.exec_count} ({exc.ename}: "
                           f"{str(exc.evalue).splitlines()[0] if exc.evalue else ''}); partly executed copy kept",
@@ -568,31 +686,51 @@ def _execute(name: str, out_nb: Path, params: dict, kernel: str, timeout: float)
     except Exception as exc:  # kernel died, timeout, missing kernel: one line, not a traceback
         raise ReportError(f"{name} notebook could not run: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
                           path=out_nb) from None
-    return time.perf_counter() - t
+    return time.perf_counter() - t, nb
 
 
-def _export(nb_path: Path, out: Path, stem: str) -> tuple[Path, Path]:
+_EXPORT_LOCK = threading.Lock()
+_EXPORTERS: dict[str, Any] = {}
+
+
+def _exporters():
+    """The HTML and Markdown exporters, built once per process (template loading and compiling is
+    most of an export's cost); callers hold ``_EXPORT_LOCK``."""
+    if not _EXPORTERS:
+        from nbconvert import HTMLExporter, MarkdownExporter
+
+        opts = dict(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+        _EXPORTERS["html"] = HTMLExporter(embed_images=True, **opts)
+        _EXPORTERS["md"] = MarkdownExporter(**opts)
+    return _EXPORTERS["html"], _EXPORTERS["md"]
+
+
+def _export(nb, out: Path, stem: str) -> tuple[Path, Path]:
+    """Render an executed notebook (a NotebookNode, or the path of one) to ``STEM.html`` and
+    ``STEM.md`` (+ ``STEM_files/``) in ``out``."""
     import nbformat
-    from nbconvert import HTMLExporter, MarkdownExporter
 
-    nb = nbformat.read(str(nb_path), as_version=4)
+    if not isinstance(nb, nbformat.NotebookNode):
+        nb = nbformat.read(str(nb), as_version=4)
+    else:
+        nb = nbformat.from_dict(nb)  # a copy: the cell filter below must not touch the caller's
     # papermill's own banner cells and parameter cells are not part of the report
     nb.cells = [c for c in nb.cells if not ({"injected-parameters", "parameters", "papermill-error-cell-tag"}
                                             & set(c.get("metadata", {}).get("tags", [])))]
-    opts = dict(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
-    html_exp = HTMLExporter(embed_images=True, **opts)
-    body, _ = html_exp.from_notebook_node(nb)
-    html_path = out / f"{stem}.html"
-    _io.write_text(html_path, body)
-    md_exp = MarkdownExporter(**opts)
     files_dir = f"{stem}_files"
-    mdbody, resources_ = md_exp.from_notebook_node(nb, resources={"output_files_dir": files_dir})
+    with _EXPORT_LOCK:
+        html_exp, md_exp = _exporters()
+        body, _ = html_exp.from_notebook_node(nb)
+        mdbody, resources_ = md_exp.from_notebook_node(nb, resources={"output_files_dir": files_dir})
+    html_path, md_path = out / f"{stem}.html", out / f"{stem}.md"
+    writes = [(html_path, body.encode("utf-8")), (md_path, mdbody.encode("utf-8"))]
     for rel, data in (resources_.get("outputs") or {}).items():
-        p = out / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        _io.atomic_write_bytes(p, data)
-    md_path = out / f"{stem}.md"
-    _io.write_text(md_path, mdbody)
+        writes.append((out / rel, data))
+    for d in {w[0].parent for w in writes}:
+        d.mkdir(parents=True, exist_ok=True)
+    # each atomic write waits for its fsync (which releases the GIL): issue them side by side
+    with ThreadPoolExecutor(max_workers=min(8, len(writes))) as pool:
+        list(pool.map(lambda w: _io.atomic_write_bytes(*w), writes))
     return html_path, md_path
 
 
