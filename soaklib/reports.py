@@ -9,16 +9,15 @@ FAILURES.md.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import importlib
 import os
+import re
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from importlib import resources
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -344,7 +343,7 @@ class Audit(_View):
                 f"- **Changed Keys:** {md_escape(', '.join(t['changed_keys'])) or 'none'}",
                 f"- **Proposals:** {t['proposals']}; decisions: "
                 + (", ".join(f"{md_escape(k)} {v}" for k, v in t["decisions"].items()) or "none"),
-                f"- **Clamped/blocked by guard:** "
+                "- **Clamped/blocked by guard:** "
                 + (", ".join(f"{md_escape(k)} {v}" for k, v in t["blocked_by_guard"].items()) or "none"),
                 "", "### Skip Reasons", ""]
         out += [f"- {md_escape(k)}: {v}" for k, v in t["skip_reasons"].items()] or ["- none"]
@@ -705,6 +704,17 @@ def _exporters():
     return _EXPORTERS["html"], _EXPORTERS["md"]
 
 
+_REMOTE_SCRIPT = re.compile(r'<script\b[^>]*\bsrc="(?:https?:)?//[^"]*"[^>]*>\s*</script>\s*', re.I)
+_MODULE_SCRIPT = re.compile(r'<script type="module">(?:(?!</script>).)*?https?://(?:(?!</script>).)*</script>\s*',
+                            re.S | re.I)
+
+
+def _self_contained(html: str) -> str:
+    """Drop the template's CDN loaders (require.js, MathJax, mermaid): the audit has no math, widgets
+    or diagrams, and a shared HTML audit must open offline and run no third-party code."""
+    return _MODULE_SCRIPT.sub("", _REMOTE_SCRIPT.sub("", html))
+
+
 def _export(nb, out: Path, stem: str) -> tuple[Path, Path]:
     """Render an executed notebook (a NotebookNode, or the path of one) to ``STEM.html`` and
     ``STEM.md`` (+ ``STEM_files/``) in ``out``."""
@@ -722,6 +732,7 @@ def _export(nb, out: Path, stem: str) -> tuple[Path, Path]:
         html_exp, md_exp = _exporters()
         body, _ = html_exp.from_notebook_node(nb)
         mdbody, resources_ = md_exp.from_notebook_node(nb, resources={"output_files_dir": files_dir})
+    body = _self_contained(body)
     html_path, md_path = out / f"{stem}.html", out / f"{stem}.md"
     writes = [(html_path, body.encode("utf-8")), (md_path, mdbody.encode("utf-8"))]
     for rel, data in (resources_.get("outputs") or {}).items():

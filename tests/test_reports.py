@@ -7,7 +7,6 @@ import io
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import nbformat
 import pytest
@@ -87,6 +86,9 @@ def test_html_is_self_contained_code_free_and_small(rendered):
         img.verify()
         assert img.size[0] > 300
     assert not re.search(r'<img[^>]+src="(?!data:)', html), "an image is not embedded"
+    # self-contained: no script or stylesheet fetched from anywhere (offline, no third-party code)
+    assert not re.search(r'<(?:script|link)\b[^>]*(?:src|href)="(?:https?:)?//', html, flags=re.I)
+    assert "cdnjs" not in html and 'src=""' not in html
 
 
 def test_untrusted_names_are_escaped_everywhere(rendered):
