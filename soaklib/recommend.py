@@ -65,6 +65,11 @@ class Recommendations:
                 "notes": self.notes, "best": c(self.best)}
 
     def status_markdown(self) -> str:
+        unknown = [k for k, g in self.goals.items() if g.get("status") == "INCONCLUSIVE"]
+        if not self.targets and unknown:
+            return ("## Status: Not Enough Data [INCONCLUSIVE]\n\nNo value over the last-N window for: "
+                    + ", ".join(md_escape(k) for k in unknown) + ". Nothing can be recommended for them; "
+                    "the other goals are met.\n")
         if not self.targets:
             return ("## Status: All Goals Met [OK]\n\nEvery goal passes its hard and soft target over the "
                     "last-N window; no parameter change is indicated by this run.\n")

@@ -454,7 +454,7 @@ class Advice(_View):
     def header(self):
         if not self.ok:
             return self.problem()
-        status = "PROD-READY" if self.snap["verdict"] == "PASS" else "TUNING NEEDED"
+        status = {"PASS": "PROD-READY", "INCONCLUSIVE": "NOT ENOUGH DATA"}.get(self.snap["verdict"], "TUNING NEEDED")
         return _md(f"**Generated:** {self.snap['timestamp']}\n\n**Status:** {status}\n\n"
                    f"**Source:** {self._label()}\n")
 

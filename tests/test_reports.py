@@ -230,3 +230,13 @@ def test_recommendations_on_a_real_simulator_run(tmp_path):
         assert g["value"] == pytest.approx(direct.goal(k).value, rel=1e-9)
     assert rec.best is None or rec.best.met >= rec.baseline.met
     assert rec.candidates and rec.candidates[0].score >= rec.candidates[-1].score
+
+
+def test_recommendations_say_inconclusive_when_there_is_no_data(tmp_path):
+    from soaklib import recommend
+    from soaklib.config import load_config
+    from soaklib.loader import open_run
+
+    run = open_run(write_synthetic_run(tmp_path, 3, failed=[1, 2, 3]))
+    md = recommend.recommend(run, load_config(), 8, simulate=False).status_markdown()
+    assert "INCONCLUSIVE" in md and "All Goals Met" not in md
