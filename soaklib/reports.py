@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import _io
-from .config import load_config
+from .config import load_config, run_config
 from .errors import InputError, ReportError, SoakError
 from .textutil import html_escape, md_escape, sparkline
 
@@ -128,13 +128,13 @@ def resolve_src(src: str | os.PathLike | None, cfg: Mapping[str, Any]) -> Path:
 def _open(src, last_n, config):
     from .loader import open_run
 
-    cfg = load_config(config or None)
     try:
         last_n = int(last_n)
     except (TypeError, ValueError):
         raise InputError(f"last_n must be a whole number, got {last_n!r}", field="last_n") from None
-    path = resolve_src(src, cfg)
+    path = resolve_src(src, load_config(config or None))
     run = open_run(path)
+    cfg = run_config(run, config or None)  # the same rule as every soak command
     it = analysis._frame(run, "iterations")
     if it.empty:
         raise InputError("the run has no iterations yet: nothing to analyse", path=path)
@@ -552,7 +552,7 @@ def render(src: str | os.PathLike, *, last_n: int | None = None, config: str | o
             # let the launches have the interpreter first: the kernels' boot is the longer path
             for ev in launched.values():
                 ev.wait(5.0)
-            res, run = _analyse(path, cfg, n, out_dir)
+            res, run = _analyse(path, config, n, out_dir)
             ctx["params"] = {"src": str(Path(run.path).resolve()), "last_n": n,
                              "config": str(Path(config).resolve()) if config else "", "simulate": bool(simulate)}
             ctx["out"] = res.out_dir
@@ -575,12 +575,13 @@ def render(src: str | os.PathLike, *, last_n: int | None = None, config: str | o
     return res
 
 
-def _analyse(path: Path, cfg, n: int, out_dir):
+def _analyse(path: Path, config, n: int, out_dir):
     """Open the run, write the snapshot and FAILURES.md (in-process, before the notebooks)."""
     from .loader import open_run
 
     t1 = time.perf_counter()
     run = open_run(path)
+    cfg = run_config(run, config or None)  # the goals the run was made with, unless --config
     if analysis._frame(run, "iterations").empty:
         raise InputError("the run has no iterations yet: nothing to report", path=path)
     snap = analysis.snapshot(run, cfg, n)

@@ -95,3 +95,19 @@ def test_every_command_judges_a_run_by_the_config_it_was_made_with(tmp_path):
     again = soak("gate", runs / "latest", "--last-n", 3, "--config", lenient)
     net_row = again.stdout.split("net_bps", 1)[1].splitlines()[0]
     assert "-50" in net_row and "1000" not in net_row
+
+
+def test_report_judges_the_run_by_its_own_config_too(tmp_path):
+    from soaklib import _io
+
+    strict = tmp_path / "strict.toml"
+    strict.write_text("[goals.net_bps]\nhard = 1000.0\nsoft = 1001.0\n")
+    runs = tmp_path / "runs"
+    for args in (["run", "--config", strict, "--iterations", 3, "--duration-s", 600, "--runs-dir", runs],
+                 ["report", runs / "latest", "--last-n", 3, "--no-simulate"]):
+        p = subprocess.run([sys.executable, "-m", "soaklib", *map(str, args)], capture_output=True, text=True,
+                           timeout=300)
+        assert p.returncode == 0, p.stderr
+    snap = _io.read_json(runs / "latest" / "reports" / "analysis" / "POST_SOAK_SNAPSHOT.json")
+    assert snap["verdict"] == "FAIL"
+    assert "1000" in (runs / "latest" / "reports" / "analysis" / "POST_SOAK_AUDIT.md").read_text()
