@@ -680,7 +680,11 @@ def _execute(name: str, out_nb: Path, params: dict, kernel: str, timeout: float,
                                  # asking it to shut down and polling until it has (~0.3 s per notebook)
                                  shutdown_kernel="immediate", **extra)
     except PapermillExecutionError as exc:
-        raise ReportError(f"{name} notebook failed in cell {exc.exec_count} ({exc.ename}: "
+        first = next((ln.strip() for ln in (exc.source or "").splitlines() if ln.strip()), "")
+        first = first if len(first) <= 60 else first[:57] + "..."
+        # the execution count includes papermill's injected-parameters cell: the source line is what
+        # finds the cell in the template
+        raise ReportError(f"{name} notebook failed in cell {exc.exec_count} `{first}` ({exc.ename}: "
                           f"{str(exc.evalue).splitlines()[0] if exc.evalue else ''}); partly executed copy kept",
                           path=out_nb) from None
     except Exception as exc:  # kernel died, timeout, missing kernel: one line, not a traceback

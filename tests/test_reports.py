@@ -107,7 +107,7 @@ def test_failing_notebook_keeps_partial_copy_and_names_the_cell(tmp_path, monkey
     real = reports.notebook_path
     monkeypatch.setattr(reports, "notebook_path", lambda name: bad_path if name == "audit" else real(name))
     out = tmp_path / "out"
-    with pytest.raises(ReportError, match=r"audit notebook failed in cell \d+ \(ZeroDivisionError"):
+    with pytest.raises(ReportError, match=r"audit notebook failed in cell \d+ `1 / 0` \(ZeroDivisionError"):
         reports.render(rendered[0], last_n=8, out_dir=out)
     partial = nbformat.read(out / "POST_SOAK_AUDIT.ipynb", as_version=4)
     assert any(o.get("ename") == "ZeroDivisionError" for c in partial.cells for o in c.get("outputs", []))
