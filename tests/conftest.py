@@ -62,3 +62,13 @@ def stop_process(proc) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def run_cli(args, capsys):
+    """Run ``soak ARGS`` in-process; return (exit code, stdout, stderr)."""
+    from soaklib.cli import main
+
+    with pytest.raises(SystemExit) as ei:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return ei.value.code, out.out, out.err

@@ -2,12 +2,13 @@
 against values computed by hand from the fixture below."""
 from __future__ import annotations
 
-import time
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+
+from soaklib.benchmarks.analysis import synthetic_run
 
 from soaklib import analysis, gate
 from soaklib.config import load_config
@@ -142,27 +143,11 @@ def test_bad_windows(run, cfg, tmp_path):
         analysis.snapshot(empty, cfg, 8)
 
 
-def synthetic_frames(n: int, seed: int = 0) -> SimpleNamespace:
-    """A run-like object with loader-shaped frames built in memory (no files)."""
-    rng = np.random.default_rng(seed)
-    metrics = load_config()["snapshot"]["metrics"]
-    it = pd.DataFrame({m: rng.normal(1.0, 0.1, n) for m in metrics}, index=pd.Index(np.arange(1, n + 1), name="iteration"))
-    it["status"] = "ok"
-    k = np.repeat(np.arange(1, n + 1), 2)
-    dec = pd.DataFrame({"iteration": k, "param": np.tile(["min_interval_ms", "tail_age_ms"], n),
-                        "verdict": np.tile(["applied", "blocked"], n), "guard": np.tile([None, "velocity"], n),
-                        "proposed_delta": 1.0, "clamped_delta": np.tile([1.0, 0.0], n)})
-    return SimpleNamespace(iterations=it, decisions=dec, params=pd.DataFrame(), blocks=pd.DataFrame(),
-                           records=[], manifest={"auto_tune": True}, gaps=[])
-
-
-def test_snapshot_of_100k_iterations_is_fast(cfg):
-    run = synthetic_frames(100_000)
-    t = time.perf_counter()
+def test_snapshot_of_100k_iterations_counts_everything(cfg):
+    # speed is the benchmark's business (python -m soaklib.bench analysis); this checks the result
+    run = synthetic_run(100_000)
     s = analysis.snapshot(run, cfg, 8)
-    took = time.perf_counter() - t
     assert s["iterations_total"] == 100_000 and s["tuning_summary"]["applied_count"] == 100_000
-    assert took < 2.0, f"snapshot of 100k iterations took {took:.2f} s"
 
 
 def test_trend_of_a_long_noisy_series_uses_buckets_and_stays_right(cfg):

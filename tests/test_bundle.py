@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
+
 from soaklib import _io, analysis, bundle
-from soaklib.cli import main
 from soaklib.config import load_config
 from soaklib.loader import open_run
 from soaklib.testing import write_synthetic_run
@@ -36,12 +37,6 @@ def make_reported_run(root: Path, n: int = 10, *, params=None, kpis=None, cfg=No
         _io.write_text(rd / name, f"<!-- fixture -->\n# {name}\n")
     return p
 
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as ei:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return ei.value.code, out.out, out.err
 
 
 def ramp(i: int) -> dict:

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import run_cli
+
 from soaklib import _io, gate
-from soaklib.cli import main
 from soaklib.config import load_config
 from soaklib.errors import ConfigError
 from soaklib.testing import write_synthetic_run
@@ -35,12 +36,6 @@ def frame(n=10, failed=(), **cols):
         df.loc[i, "status"] = "failed"
     return df
 
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as ei:
-        main(list(args))
-    out = capsys.readouterr()
-    return ei.value.code, out.out, out.err
 
 
 # ------------------------------------------------------------------------------------ evaluate

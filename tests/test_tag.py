@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_tool
+from conftest import require_tool, run_cli
 from soaklib import _io, bundle
-from soaklib.cli import main
 from soaklib.config import load_config
 from test_bundle import make_reported_run, ramp
 
@@ -52,12 +51,6 @@ def built(tmp_path_factory):
     bundle.build_bundle(make_reported_run(tmp / "runs", params=ramp), out, load_config())
     return out
 
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as ei:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return ei.value.code, out.out, out.err
 
 
 def tree_state(*roots: Path) -> dict[str, tuple[int, int, bytes]]:
