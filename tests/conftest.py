@@ -72,3 +72,18 @@ def run_cli(args, capsys):
         main([str(a) for a in args])
     out = capsys.readouterr()
     return ei.value.code, out.out, out.err
+
+
+def assert_config_refused(tmp_path, toml: str, field: str) -> None:
+    """`soak config validate` on ``toml``: exit 2, one line naming the file and ``field``."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml)
+    p = subprocess.run([sys.executable, "-m", "soaklib", "config", "validate", str(cfg)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stdout + p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("soak: error: "), p.stderr
+    assert f"field '{field}'" in lines[0] and str(cfg) in lines[0], lines[0]

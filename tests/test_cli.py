@@ -56,12 +56,9 @@ def test_bad_guard_constant_is_refused_before_any_run(tmp_path):
     ("[nosuch]\nx = 1\n", "nosuch"),
 ])
 def test_config_validate_names_the_field(tmp_path, toml, field):
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(toml)
-    p = subprocess.run([sys.executable, "-m", "soaklib", "config", "validate", str(cfg)],
-                       capture_output=True, text=True, timeout=120)
-    assert p.returncode == 2, p.stdout + p.stderr
-    assert f"field '{field}'" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    from conftest import assert_config_refused
+
+    assert_config_refused(tmp_path, toml, field)
 
 
 def test_a_tuner_rule_table_is_replaced_not_merged(tmp_path):

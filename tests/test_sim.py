@@ -348,17 +348,9 @@ def test_mid_at_or_below_zero_fails_loudly(tmp_path, toml):
     ("[params.concurrency_limit]\nmax = 100\n", "params.concurrency_limit.max"),
 ])
 def test_config_validate_refuses_bad_sim_values(tmp_path, toml, field):
-    import subprocess
-    import sys
+    from conftest import assert_config_refused
 
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(toml)
-    p = subprocess.run([sys.executable, "-m", "soaklib", "config", "validate", str(cfg)],
-                       capture_output=True, text=True, timeout=120)
-    assert p.returncode == 2, p.stdout + p.stderr
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("soak: error: "), p.stderr
-    assert f"field '{field}'" in lines[0] and str(cfg) in lines[0]
+    assert_config_refused(tmp_path, toml, field)
 
 
 def test_sim_config_validation_accepts_defaults_and_sane_changes(tmp_path):
