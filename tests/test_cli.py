@@ -108,3 +108,18 @@ def test_report_judges_the_run_by_its_own_config_too(tmp_path):
     snap = _io.read_json(runs / "latest" / "reports" / "analysis" / "POST_SOAK_SNAPSHOT.json")
     assert snap["verdict"] == "FAIL"
     assert "1000" in (runs / "latest" / "reports" / "analysis" / "POST_SOAK_AUDIT.md").read_text()
+
+
+def test_the_gate_fails_a_deliberately_bad_simulated_run(tmp_path):
+    """The `bad` profile without tuning, on the real simulator: `soak gate` must exit 1 naming FAIL."""
+    runs = tmp_path / "runs"
+
+    def soak(*args):
+        return subprocess.run([sys.executable, "-m", "soaklib", *map(str, args)], capture_output=True, text=True,
+                              timeout=300)
+
+    p = soak("run", "--profile", "bad", "--no-auto-tune", "--iterations", 8, "--seed", 3, "--runs-dir", runs)
+    assert p.returncode == 0, p.stderr
+    g = soak("gate", runs / "latest")
+    assert g.returncode == 1 and "verdict: FAIL" in g.stdout, g.stdout + g.stderr
+    assert g.stdout.count("FAIL") >= 3  # at least two goals fail, plus the verdict line
