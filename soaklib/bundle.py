@@ -516,7 +516,9 @@ def load_previous(prev: str | os.PathLike, reg) -> dict[str, Any]:
 def build_bundle(run_path: str | os.PathLike, out: str | os.PathLike, cfg: Mapping[str, Any], *,
                  version: str | None = None, previous: str | os.PathLike | None = None, force: bool = False,
                  now: _dt.datetime | None = None) -> BundleResult:
-    """Assemble the release bundle of ``run_path`` at ``out`` (atomically: all or nothing)."""
+    """Assemble the release bundle of ``run_path`` at ``out`` (atomically: all or nothing).
+
+    ``run_path`` may also be a Run already opened with ``open_run`` (the CLI has one; no second load)."""
     from .gate import evaluate
     from .loader import open_run
     from .params import registry
@@ -532,7 +534,8 @@ def build_bundle(run_path: str | os.PathLike, out: str | os.PathLike, cfg: Mappi
     reg = registry(cfg)
     prev = load_previous(previous, reg) if previous is not None else None
 
-    run = open_run(run_path)
+    run = run_path if hasattr(run_path, "records") else open_run(run_path)
+    run_path = getattr(run_path, "path", run_path)  # for messages
     rdir = _reports_dir(run)
     missing = [f"{name} (written by `{cmd}`)" for name, cmd in REPORT_FILES.items() if not (rdir / name).is_file()]
     if not (rdir / SNAPSHOT).is_file():

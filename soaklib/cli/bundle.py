@@ -39,8 +39,9 @@ def build(run: str, out: str, version: str | None, previous: str | None, force: 
 
     from ..loader import open_run
 
-    cfg = run_config(open_run(run), config_path)
-    res = build_bundle(run, out, cfg, version=version, previous=previous, force=force)
+    r = open_run(run)
+    cfg = run_config(r, config_path)
+    res = build_bundle(r, out, cfg, version=version, previous=previous, force=force)
     for rel, meta in sorted(res.files.items()):
         click.echo(f"  {meta['bytes']:>10}  {rel}")
     for n in res.notes:
