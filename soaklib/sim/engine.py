@@ -75,6 +75,18 @@ def _regime(R, reg):
 
 
 @njit(cache=True, inline="always")
+def _accrue(dt, q, buf_on, add_bps, frozen, inv_time, buf_time, add_int, freeze_time):
+    """Time-weighted state over a gap of ``dt`` ms (inventory, latency buffer, partial freeze)."""
+    inv_time += abs(q) * dt
+    if buf_on:
+        buf_time += dt
+        add_int += add_bps * dt
+    if frozen:
+        freeze_time += dt
+    return inv_time, buf_time, add_int, freeze_time
+
+
+@njit(cache=True, inline="always")
 def _record_fill(fills, nf, stats, now, side, liq, price, qty, mid, slip_bps):
     """Append one fill (mark-out filled in later); flag overflow instead of growing the buffer."""
     if nf >= fills.shape[0]:
@@ -210,12 +222,8 @@ def _loop(seed, dur_ms, P, C, R, SEG, fills, lats, ages, regs, stats):
             if si + 1 >= n_seg or tn >= dur_ms:
                 ended = True  # the tail [now, dur_ms) is accounted after the loop
                 break
-        inv_time += abs(q) * dt
-        if buf_on:
-            buf_time += dt
-            add_int += add_bps * dt
-        if frozen:
-            freeze_time += dt
+        inv_time, buf_time, add_int, freeze_time = _accrue(dt, q, buf_on, add_bps, frozen,
+                                                               inv_time, buf_time, add_int, freeze_time)
         dts = dt * 1e-3
         r = (r_vol * math.sqrt(dts) * z + r_drift * drift_sign * dts) * 1e-4
         if not crash_done:
@@ -518,13 +526,8 @@ def _loop(seed, dur_ms, P, C, R, SEG, fills, lats, ages, regs, stats):
             last_send[j] = now
 
     if ended:
-        tail_dt = dur_ms - now
-        inv_time += abs(q) * tail_dt
-        if buf_on:
-            buf_time += tail_dt
-            add_int += add_bps * tail_dt
-        if frozen:
-            freeze_time += tail_dt
+        inv_time, buf_time, add_int, freeze_time = _accrue(dur_ms - now, q, buf_on, add_bps, frozen,
+                                                               inv_time, buf_time, add_int, freeze_time)
     # mark-outs of fills younger than the horizon use the final mid
     while mo_head < nf:
         fm = fills[mo_head, F_MID]
