@@ -1,4 +1,4 @@
-"""soaklib.analysis: last-N statistics, trend, guards, tuning summary and the snapshot, checked
+"""soaklib.judge.analysis: last-N statistics, trend, guards, tuning summary and the snapshot, checked
 against values computed by hand from the fixture below."""
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from soaklib.benchmarks.analysis import synthetic_run
-
-from soaklib import analysis, gate
-from soaklib.config import load_config
-from soaklib.errors import InputError
-from soaklib.loader import open_run
-from soaklib.testing import write_synthetic_run
+from soaklib.bench.analysis import synthetic_run
+from soaklib.core.config import load_config
+from soaklib.core.errors import InputError
+from soaklib.judge import analysis, gate
+from soaklib.store.loader import open_run
+from soaklib.store.synthetic import write_synthetic_run
 
 
 def _kpis(i: int) -> dict:

@@ -9,16 +9,19 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
-from soaklib import open_run, seed as seed_mod
-from soaklib._io import MAX_JSON_BYTES
-from soaklib.cli import main
-from soaklib.errors import RecordError
-from soaklib.external import applied_params
-from soaklib.params import registry
-from soaklib.testing import write_synthetic_run
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_seed import seed_write, soak_record
+
+from soaklib import open_run
+from soaklib.cli import main
+from soaklib.core.config import load_config
+from soaklib.core.errors import RecordError
+from soaklib.core.io import MAX_JSON_BYTES
+from soaklib.core.params import registry
+from soaklib.execute.external import applied_params
+from soaklib.store import legacy as seed_mod
+from soaklib.store.synthetic import write_synthetic_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -291,7 +294,7 @@ def test_bot_stderr_escaped_in_reports(tmp_path, capsys):
 # --- fuzz: whatever JSON a seed file or a bot output holds, the answer is a record or a RecordError ----
 
 
-_REG = registry()
+_REG = registry(load_config())
 
 _KEYS = st.sampled_from(["iteration", "summary", "tuning", "net_bps", "risk_ratio", "maker_taker_ratio", "fills",
                          "blocks", "symbol", "edge_bps", "timestamp", "mode", "deltas", "applied", "skip_reason",

@@ -5,14 +5,15 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
 
-from soaklib import _io, analysis, bundle
-from soaklib.config import load_config
-from soaklib.loader import open_run
-from soaklib.testing import write_synthetic_run
-from soaklib.verify import verify_run
+from soaklib.core import io as _io
+from soaklib.core.config import load_config
+from soaklib.judge import analysis
+from soaklib.judge.verify import verify_run
+from soaklib.publish import bundle
+from soaklib.store.loader import open_run
+from soaklib.store.synthetic import write_synthetic_run
 
 # report files `soak report` renders from notebooks: plain fixtures here (the bundle copies them as is)
 RENDERED = ("POST_SOAK_AUDIT.html", "POST_SOAK_AUDIT.md", "RECOMMENDATIONS.md", "FAILURES.md")
@@ -21,7 +22,7 @@ RENDERED = ("POST_SOAK_AUDIT.html", "POST_SOAK_AUDIT.md", "RECOMMENDATIONS.md", 
 def make_reported_run(root: Path, n: int = 10, *, params=None, kpis=None, cfg=None) -> Path:
     """A synthetic run plus the reports/analysis files a bundle needs.
 
-    The snapshot and the delta report are computed by soaklib.analysis and soaklib.verify from the
+    The snapshot and the delta report are computed by soaklib.judge.analysis and soaklib.judge.verify from the
     run; the notebook renderings are small fixtures.
     """
     cfg = cfg or load_config()

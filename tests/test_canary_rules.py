@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import free_port, require_tool
+from conftest import stop_process as _stop
+from conftest import wait_http as _wait
 
-from conftest import free_port, require_tool, stop_process as _stop, wait_http as _wait
-from soaklib import bundle
-from soaklib.config import load_config
-from soaklib.testing import write_synthetic_run
+from soaklib.core.config import load_config
+from soaklib.publish import bundle
+from soaklib.store.synthetic import write_synthetic_run
 
 EXPECTED = {  # alert -> (metric, threshold in base units, for in seconds), from the seed's triggers
     "SoakCanaryMakerTakerLow": ("soak_maker_taker_ratio", "< 0.7", 300),
@@ -52,7 +54,7 @@ def test_thresholds_follow_config():
 
 
 def test_bad_duration_refused():
-    from soaklib.errors import ConfigError
+    from soaklib.core.errors import ConfigError
 
     cfg = load_config(overrides={"canary": {"risk_for": "2 minutes"}})
     with pytest.raises(ConfigError) as ei:

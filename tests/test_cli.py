@@ -62,7 +62,7 @@ def test_config_validate_names_the_field(tmp_path, toml, field):
 
 
 def test_a_tuner_rule_table_is_replaced_not_merged(tmp_path):
-    from soaklib.config import load_config
+    from soaklib.core.config import load_config
 
     cfg = tmp_path / "c.toml"
     cfg.write_text("[tuner]\nmoderate_deltas = { tail_age_ms = 30 }\n")
@@ -95,7 +95,7 @@ def test_every_command_judges_a_run_by_the_config_it_was_made_with(tmp_path):
 
 
 def test_report_judges_the_run_by_its_own_config_too(tmp_path):
-    from soaklib import _io
+    from soaklib.core import io as _io
 
     strict = tmp_path / "strict.toml"
     strict.write_text("[goals.net_bps]\nhard = 1000.0\nsoft = 1001.0\n")

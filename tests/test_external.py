@@ -12,12 +12,12 @@ import pytest
 
 from soaklib import open_run
 from soaklib.cli import main
-from soaklib.config import load_config
-from soaklib.errors import ConfigError
-from soaklib.external import CommandRunner, applied_params
-from soaklib.params import registry
-from soaklib.records import strip_wall_clock
-from soaklib.verify import verify_run
+from soaklib.core.config import load_config
+from soaklib.core.errors import ConfigError
+from soaklib.core.params import registry
+from soaklib.core.records import strip_wall_clock
+from soaklib.execute.external import CommandRunner, applied_params
+from soaklib.judge.verify import verify_run
 
 ROOT = Path(__file__).resolve().parents[1]
 BOT = f"{sys.executable} {ROOT / 'examples' / 'bot.py'}"

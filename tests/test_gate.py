@@ -7,13 +7,14 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import run_cli
 
-from soaklib import _io, gate
-from soaklib.config import load_config
-from soaklib.errors import ConfigError
-from soaklib.testing import write_synthetic_run
+from soaklib.core import goals
+from soaklib.core import io as _io
+from soaklib.core.config import load_config
+from soaklib.core.errors import ConfigError
+from soaklib.judge import gate
+from soaklib.store.synthetic import write_synthetic_run
 
 GOOD = {"maker_taker_ratio": 0.88, "p95_latency_ms": 250.0, "risk_ratio": 0.25, "net_bps": 3.0}
 
@@ -129,11 +130,11 @@ def test_short_run_evaluated_but_not_passed(cfg):
 
 
 def test_overall_order():
-    assert gate.overall(["PASS", "WARN", "INCONCLUSIVE", "FAIL"]) == "FAIL"
-    assert gate.overall(["PASS", "WARN", "INCONCLUSIVE"]) == "INCONCLUSIVE"
-    assert gate.overall(["PASS", "WARN"]) == "WARN"
-    assert gate.overall(["PASS"]) == "PASS"
-    assert gate.overall([]) == "INCONCLUSIVE"
+    assert goals.overall(["PASS", "WARN", "INCONCLUSIVE", "FAIL"]) == "FAIL"
+    assert goals.overall(["PASS", "WARN", "INCONCLUSIVE"]) == "INCONCLUSIVE"
+    assert goals.overall(["PASS", "WARN"]) == "WARN"
+    assert goals.overall(["PASS"]) == "PASS"
+    assert goals.overall([]) == "INCONCLUSIVE"
 
 
 @pytest.mark.parametrize("goal,field", [({"agg": "avg"}, "goals.net_bps.agg"), ({"op": "=>"}, "goals.net_bps.op"),
@@ -163,8 +164,8 @@ def test_markdown_escapes_untrusted_goal_name():
 
 
 def test_snapshot_evaluation_agrees(cfg, tmp_path):
-    from soaklib import analysis
-    from soaklib.loader import open_run
+    from soaklib.judge import analysis
+    from soaklib.store.loader import open_run
 
     p = write_synthetic_run(tmp_path, 10, kpis=lambda i: {"net_bps": 2.0 + 0.1 * i, "maker_taker_ratio": 0.84})
     run = open_run(p)
@@ -244,20 +245,20 @@ def test_cli_bad_input_one_line_exit_2(tmp_path, capsys):
 
 def test_goal_status_per_value(cfg):
     g = cfg["goals"]["net_bps"]  # >= hard 2.5, soft 2.7
-    assert gate.goal_status(2.8, g) == gate.PASS
-    assert gate.goal_status(2.7, g) == gate.PASS      # inclusive
-    assert gate.goal_status(2.6, g) == gate.WARN
-    assert gate.goal_status(2.5, g) == gate.WARN      # inclusive
-    assert gate.goal_status(2.4, g) == gate.FAIL
+    assert goals.goal_status(2.8, g) == goals.PASS
+    assert goals.goal_status(2.7, g) == goals.PASS      # inclusive
+    assert goals.goal_status(2.6, g) == goals.WARN
+    assert goals.goal_status(2.5, g) == goals.WARN      # inclusive
+    assert goals.goal_status(2.4, g) == goals.FAIL
     for missing in (None, float("nan"), float("inf"), True, "3.0"):
-        assert gate.goal_status(missing, g) == gate.INCONCLUSIVE
-        assert gate.goal_met(missing, g) is False
-    lat = gate.Goal(kpi="p95_latency_ms", agg="max", op="<=", hard=340.0, soft=330.0)
-    assert [gate.goal_status(v, lat) for v in (330.0, 335.0, 340.0, 341.0)] == ["PASS", "WARN", "WARN", "FAIL"]
-    assert [gate.goal_met(v, lat) for v in (330.0, 340.0, 340.5)] == [True, True, False]
-    assert gate.goal_status(1, {"op": ">=", "hard": 1}) == gate.PASS  # no soft: never WARN
+        assert goals.goal_status(missing, g) == goals.INCONCLUSIVE
+        assert goals.goal_met(missing, g) is False
+    lat = goals.Goal(kpi="p95_latency_ms", agg="max", op="<=", hard=340.0, soft=330.0)
+    assert [goals.goal_status(v, lat) for v in (330.0, 335.0, 340.0, 341.0)] == ["PASS", "WARN", "WARN", "FAIL"]
+    assert [goals.goal_met(v, lat) for v in (330.0, 340.0, 340.5)] == [True, True, False]
+    assert goals.goal_status(1, {"op": ">=", "hard": 1}) == goals.PASS  # no soft: never WARN
     with pytest.raises(ConfigError):
-        gate.goal_status(1.0, {"op": "=>", "hard": 1.0})
+        goals.goal_status(1.0, {"op": "=>", "hard": 1.0})
 
 
 # values on, inside and outside each threshold, plus missing ones, for every operator the gate knows
@@ -267,12 +268,12 @@ _ONE_GATE_CASES = [(op, v) for op in (">=", ">", "<=", "<")
 
 @pytest.mark.parametrize("op, value", _ONE_GATE_CASES)
 def test_per_iteration_goal_checks_agree_with_the_gate(op, value, monkeypatch):
-    """records.kpi_verdict, tuner.goals_pass/failing_goals and the calibration sweep judge one value
+    """records.kpi_verdict, goals.goals_pass/failing_goals and the calibration sweep judge one value
     exactly as gate.evaluate judges a one-iteration window: there is one goal check."""
     from types import SimpleNamespace
 
-    from soaklib import records, tuner
-    from soaklib.sim import calibration
+    from soaklib.bench import calibration
+    from soaklib.core import records
 
     hard, soft = (2.0, 3.0) if op in (">=", ">") else (3.0, 2.0)
     cfg = load_config()
@@ -281,14 +282,14 @@ def test_per_iteration_goal_checks_agree_with_the_gate(op, value, monkeypatch):
     f = pd.DataFrame({"k": [np.nan if value is None else value], "status": ["ok"]},
                      index=pd.Index([1], name="iteration"))
     expected = gate.evaluate(f, cfg, 1).goal("k").status
-    assert gate.goal_status(value, cfg["goals"]["k"]) == expected
+    assert goals.goal_status(value, cfg["goals"]["k"]) == expected
 
     verdict, reasons = records.kpi_verdict(summary, cfg)
     assert verdict == {"PASS": "PASS", "WARN": "WARN", "FAIL": "FAIL", "INCONCLUSIVE": "FAIL"}[expected]
     assert bool(reasons) == (expected != "PASS")
     met = expected in ("PASS", "WARN")
-    assert tuner.goals_pass(summary, cfg) is met
-    assert tuner.failing_goals(summary, cfg) == ([] if met else ["k"])
+    assert goals.goals_pass(summary, cfg) is met
+    assert goals.failing_goals(summary, cfg) == ([] if met else ["k"])
 
     monkeypatch.setattr(calibration, "simulate",
                         lambda *a, **kw: SimpleNamespace(kpis={"k": np.nan if value is None else value}))

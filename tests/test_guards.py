@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from soaklib import guards, tuner
-from soaklib.config import load_config
-from soaklib.params import registry
-from soaklib.tuner import Proposal
+from soaklib.core.config import load_config
+from soaklib.core.params import registry
+from soaklib.tune import guards, tuner
+from soaklib.tune.tuner import Proposal
 
 CFG = load_config()
 REG = registry(CFG)
@@ -149,9 +149,10 @@ def test_same_history_same_decisions(sums, start, fail_at):
 # interpreter; prints the canonical JSON of every tuning block (decisions included)
 _DECIDE_SCRIPT = r"""
 import random
-from soaklib import _io, tuner
-from soaklib.config import load_config
-from soaklib.params import registry
+from soaklib.core import io as _io
+from soaklib.tune import tuner
+from soaklib.core.config import load_config
+from soaklib.core.params import registry
 
 cfg = load_config()
 reg = registry(cfg)
@@ -286,8 +287,8 @@ def test_bad_config_one_line_exit_2(tmp_path, toml, field):
 
 
 def test_unknown_parameter_in_profile_exit_2(tmp_path):
-    from soaklib.errors import ConfigError
-    from soaklib.params import load_profile
+    from soaklib.core.errors import ConfigError
+    from soaklib.core.params import load_profile
 
     f = tmp_path / "p.json"
     f.write_text('{"min_interval_ms": 60, "base_spread_bps": 0.1}')

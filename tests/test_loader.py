@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 
 import soaklib
-from soaklib.errors import RecordError
-from soaklib.loader import Run, open_run
-from soaklib.testing import write_synthetic_run
+from soaklib.core.errors import RecordError
+from soaklib.core.run import Run
+from soaklib.store.loader import open_run
+from soaklib.store.synthetic import write_synthetic_run
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""soaklib.metrics and `soak metrics`: values from the run's records, names, promtool, bad input."""
+"""soaklib.publish.metrics and `soak metrics`: values from the run's records, names, promtool, bad input."""
 from __future__ import annotations
 
 import socket
@@ -9,12 +9,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import free_port, require_tool
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import free_port, require_tool
-from soaklib import _io, metrics
-from soaklib.errors import InputError
-from soaklib.testing import write_synthetic_run
+from soaklib.core import io as _io
+from soaklib.core.errors import InputError
+from soaklib.publish import metrics
+from soaklib.store.synthetic import write_synthetic_run
 
 SEED_FIVE = {"maker_taker_ratio_hmean", "latency_spread_add_bps", "partial_freeze_active",
              "delta_nested_miss_paths_total", "maker_share_pct"}
@@ -105,7 +106,7 @@ def test_seed_five_computed_from_data(run12, text12):
     assert value(smp, "maker_share_pct") == pytest.approx(100 * f["maker_volume"] / (f["maker_volume"] +
                                                                                        f["taker_volume"]))
     assert value(smp, "partial_freeze_active") == 0.0
-    from soaklib.verify import verify_run
+    from soaklib.judge.verify import verify_run
     run = metrics.open_run(run12)
     want = verify_run(run, run.manifest["config"]).counts["missing"]
     assert value(smp, "delta_nested_miss_paths_total") == want
@@ -326,7 +327,7 @@ def test_seed_layout_exports_what_it_has(tmp_path):
 
 def test_canary_rule_metrics_are_exported(text12):
     """Every metric the bundle's canary alert rules watch is a family this exporter emits."""
-    from soaklib import bundle
+    from soaklib.publish import bundle
 
     names = {f.name for f in text_string_to_metric_families(text12)}
     watched = {t[1] for t in bundle.TRIGGERS}

@@ -12,11 +12,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import free_port, require_tool
+from conftest import stop_process as _stop
+from conftest import wait_http as _wait_http
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import free_port, require_tool, stop_process as _stop, wait_http as _wait_http
-from soaklib import _io
-from soaklib.testing import write_synthetic_run
+from soaklib.core import io as _io
+from soaklib.store.synthetic import write_synthetic_run
 
 pytestmark = pytest.mark.system
 
@@ -126,8 +128,8 @@ def test_prometheus_scrapes_soak_metrics_serve(tmp_path):
         assert prom.wait_value('soak_fills_total{side="buy",liquidity="maker"}') == want
         res = prom.query("maker_taker_ratio_hmean")
         assert res and res[0]["metric"]["window"] == "8"
-        from soaklib.gate import evaluate
-        from soaklib.loader import open_run
+        from soaklib.judge.gate import evaluate
+        from soaklib.store.loader import open_run
         loaded = open_run(run)
         verdict = evaluate(loaded, loaded.manifest["config"]).verdict.lower()
         assert verdict == "warn"  # net_bps mean 2.59 over the last 8 ok: above hard 2.5, below soft 2.7

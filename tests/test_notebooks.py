@@ -13,8 +13,8 @@ import nbformat
 import papermill
 import pytest
 
-from soaklib import reports
-from soaklib.testing import write_synthetic_run
+from soaklib.publish import reports
+from soaklib.store.synthetic import write_synthetic_run
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"

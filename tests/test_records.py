@@ -10,13 +10,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from soaklib import _io
-from soaklib.config import load_config
-from soaklib.errors import RecordError
-from soaklib.records import (SUMMARY_KPI_KEYS, WALL_CLOCK_FIELDS, build_record, build_summary, kpi_verdict,
-                             neg_edge_drivers, next_params, plain, schema, strip_wall_clock, tuning_off_block,
-                             tuning_report, validate_record)
-from soaklib.testing import DEFAULT_KPIS
+from soaklib.core import io as _io
+from soaklib.core.config import load_config
+from soaklib.core.errors import RecordError
+from soaklib.core.records import (
+    SUMMARY_KPI_KEYS,
+    WALL_CLOCK_FIELDS,
+    build_record,
+    build_summary,
+    kpi_verdict,
+    neg_edge_drivers,
+    next_params,
+    plain,
+    schema,
+    strip_wall_clock,
+    tuning_off_block,
+    tuning_report,
+    validate_record,
+)
+from soaklib.store.synthetic import DEFAULT_KPIS
 
 CFG = load_config()
 PARAMS = {"min_interval_ms": 60, "impact_cap_ratio": 0.1, "base_spread_bps_delta": 0.05}
@@ -184,7 +196,9 @@ def test_tuning_report_counts_are_true_counts():
     s = rep["summary"]
     assert [e["iteration"] for e in rep["iterations"]] == [1, 2, 3, 4]
     assert s["count"] == 4 and s["applied"] == 1
-    assert s["blocked_oscillation"] == 2 and s["blocked_velocity"] == 1 and s["cooldown_skips"] == 1
+    # blocked_<guard> counts decisions that guard stopped; a clamped one counts as clamped_<guard>
+    assert s["blocked_oscillation"] == 2 and s["blocked_velocity"] == 0 and s["clamped_velocity"] == 1
+    assert s["cooldown_skips"] == 1 and s["guard_counts"] == {"cooldown": 1, "oscillation": 2, "velocity": 1}
     e1, e2 = rep["iterations"][0], rep["iterations"][1]
     assert e1["oscillation_detected"] and not e1["velocity_violation"]
     assert e2["velocity_violation"] and e2["cooldown_active"]
@@ -219,7 +233,7 @@ def test_atomic_writes_get_normal_file_permissions(tmp_path):
     import os
     import stat
 
-    from soaklib import _io
+    from soaklib.core import io as _io
 
     umask = os.umask(0o022)
     os.umask(umask)

@@ -1,4 +1,4 @@
-"""`soak report` / soaklib.reports: executed notebooks rendered to HTML and Markdown, the seed's
+"""`soak report` / soaklib.publish.reports: executed notebooks rendered to HTML and Markdown, the seed's
 headings, escaping of untrusted names, size budget, a failing notebook, and what Chromium shows."""
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import nbformat
 import pytest
 from PIL import Image
 
-from soaklib import _io, reports
-from soaklib.errors import ReportError
-from soaklib.testing import write_synthetic_run
+from soaklib.core import io as _io
+from soaklib.core.errors import ReportError
+from soaklib.publish import reports
+from soaklib.store.synthetic import write_synthetic_run
 from tests.conftest import require_tool
 
 EVIL = "<script>alert(1)</script>"
@@ -161,9 +162,10 @@ def test_simulated_recommendations_rank_by_effect_on_the_goals(tmp_path, monkeyp
     checked exactly: maker/taker rises with base_spread_bps_delta, nothing else matters."""
     from types import SimpleNamespace
 
-    from soaklib import recommend, sim
-    from soaklib.config import load_config
-    from soaklib.loader import open_run
+    from soaklib import sim
+    from soaklib.core.config import load_config
+    from soaklib.judge import recommend
+    from soaklib.store.loader import open_run
 
     calls = []
 
@@ -191,9 +193,9 @@ def test_simulated_recommendations_rank_by_effect_on_the_goals(tmp_path, monkeyp
 
 
 def test_rule_based_recommendations_show_evidence(tmp_path):
-    from soaklib import recommend
-    from soaklib.config import load_config
-    from soaklib.loader import open_run
+    from soaklib.core.config import load_config
+    from soaklib.judge import recommend
+    from soaklib.store.loader import open_run
 
     # latency rises with min_interval_ms in this run: the "+min_interval_ms" lever is contradicted
     run = open_run(write_synthetic_run(tmp_path, 10, runner="./bot", kpis=lambda i: {"p95_latency_ms": 300.0 + 5 * i},
@@ -211,9 +213,9 @@ def test_recommendations_on_a_real_simulator_run(tmp_path):
     """End to end on the embedded simulator: a run with the `bad` profile fails its goals; the
     baseline re-simulation reproduces the run's own goal values (same seeds, windows, params), and
     the recommended candidate meets more goals than the baseline."""
-    from soaklib import analysis, recommend
-    from soaklib.config import load_config
-    from soaklib.loader import open_run
+    from soaklib.core.config import load_config
+    from soaklib.judge import analysis, recommend
+    from soaklib.store.loader import open_run
 
     r = _soak("run", "--iterations", "8", "--runs-dir", str(tmp_path), "--profile", "bad", "--seed", "3",
               "--no-auto-tune")
@@ -223,7 +225,7 @@ def test_recommendations_on_a_real_simulator_run(tmp_path):
     snap = analysis.snapshot(run, cfg, 8)
     rec = recommend.recommend(run, cfg, 8, snapshot=snap)
     assert rec.mode == "simulated" and rec.targets
-    from soaklib import gate
+    from soaklib.judge import gate
 
     direct = gate.evaluate(run.iterations, cfg, 8)
     for k, g in rec.baseline.goals.items():
@@ -233,9 +235,9 @@ def test_recommendations_on_a_real_simulator_run(tmp_path):
 
 
 def test_recommendations_say_inconclusive_when_there_is_no_data(tmp_path):
-    from soaklib import recommend
-    from soaklib.config import load_config
-    from soaklib.loader import open_run
+    from soaklib.core.config import load_config
+    from soaklib.judge import recommend
+    from soaklib.store.loader import open_run
 
     run = open_run(write_synthetic_run(tmp_path, 3, failed=[1, 2, 3]))
     md = recommend.recommend(run, load_config(), 8, simulate=False).status_markdown()

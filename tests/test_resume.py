@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from soaklib import _io
-from soaklib.config import load_config
-from soaklib.errors import InputError
-from soaklib.loader import open_run
-from soaklib.params import load_profile, registry
-from soaklib.records import strip_wall_clock
-from soaklib.soak import resume, run_soak
-from soaklib.store import RunDir
-from soaklib.testing import ToyRunner
+from soaklib.core import io as _io
+from soaklib.core.config import load_config
+from soaklib.core.errors import InputError
+from soaklib.core.params import load_profile, registry
+from soaklib.core.records import strip_wall_clock
+from soaklib.store.loader import open_run
+from soaklib.store.rundir import RunDir
+from soaklib.store.synthetic import ToyRunner
+from soaklib.tune.loop import resume, run_soak
 
 CFG = load_config()
 BEST = load_profile("best_cell", registry(CFG))
@@ -33,10 +33,10 @@ N, SEED, DELAY = 6, 21, 0.03
 _CHILD = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from soaklib.config import load_config
-    from soaklib.params import load_profile, registry
-    from soaklib.soak import run_soak
-    from soaklib.testing import ToyRunner
+    from soaklib.core.config import load_config
+    from soaklib.core.params import load_profile, registry
+    from soaklib.tune.loop import run_soak
+    from soaklib.store.synthetic import ToyRunner
 
     class Announce:
         def on_start(self, m):

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from soaklib import open_run, seed
+from soaklib import open_run
 from soaklib.cli import main
-from soaklib.errors import RecordError
+from soaklib.core.errors import RecordError
+from soaklib.store import legacy as seed
 
 GOALS_OK = {"net_bps": 3.0, "risk_ratio": 0.30, "p95_latency_ms": 250.0, "maker_taker_ratio": 0.88}
 

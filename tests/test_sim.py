@@ -4,12 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from soaklib.errors import ConfigError
-from soaklib.params import load_profile, registry
+from soaklib.core.config import load_config
+from soaklib.core.errors import ConfigError
+from soaklib.core.params import load_profile, registry
 from soaklib.sim import SimResult, simulate
 from soaklib.sim.scenario import load_scenario, shipped
 
-REG = registry()
+REG = registry(load_config())
 BEST = load_profile("best_cell", REG)
 BAD = load_profile("bad", REG)
 SHORT = 600.0
@@ -93,7 +94,7 @@ def test_runtime_guards_fire_in_latency_storm():
 
 
 def test_guards_off_by_config():
-    from soaklib.config import load_config
+    from soaklib.core.config import load_config
 
     cfg = load_config(overrides={"sim": {"runtime_guards": False}})
     g = simulate(BEST, "latency-storm", 2, 900.0, config=cfg).runtime_guards
@@ -211,8 +212,8 @@ def test_bad_duration_and_seed():
 @pytest.mark.parametrize("profile,scenario", [("bad", "latency-storm"), ("best_cell", "flash-crash"),
                                               ("best_cell", "default")])
 def test_result_fits_the_iteration_record_schema(profile, scenario):
-    """Contract with soaklib.records: a simulator result builds a valid ITER_SUMMARY record."""
-    from soaklib.records import build_record, tuning_off_block, validate_record
+    """Contract with soaklib.core.records: a simulator result builds a valid ITER_SUMMARY record."""
+    from soaklib.core.records import build_record, tuning_off_block, validate_record
 
     r = simulate(load_profile(profile, REG), scenario, 3, 600.0, start_s=7200.0)
     rec = build_record(iteration=3, seed=3, runner="sim", scenario=scenario, start_s=7200.0, duration_s=600.0,
@@ -234,8 +235,8 @@ def _zero_fill_results(tmp_path):
 
 
 def test_zero_fills_report_null_not_zero(tmp_path):
-    from soaklib.config import load_config
-    from soaklib.records import build_record, tuning_off_block, validate_record
+    from soaklib.core.config import load_config
+    from soaklib.core.records import build_record, tuning_off_block, validate_record
 
     for label, r in _zero_fill_results(tmp_path).items():
         k = r.kpis
@@ -258,10 +259,11 @@ def test_zero_fills_report_null_not_zero(tmp_path):
 
 
 def test_unmeasured_kpis_are_inconclusive_at_the_gate(tmp_path):
-    from soaklib import gate
-    from soaklib.config import load_config
-    from soaklib.loader import open_run
-    from soaklib.testing import write_synthetic_run
+    from soaklib.core import goals
+    from soaklib.core.config import load_config
+    from soaklib.judge import gate
+    from soaklib.store.loader import open_run
+    from soaklib.store.synthetic import write_synthetic_run
 
     k = _zero_fill_results(tmp_path)["reject_prob=1"].kpis
     kpis = {f: k[f] for f in _UNMEASURED + ["p95_latency_ms", "risk_ratio", "fills", "blocks", "maker_taker_source"]}
@@ -269,8 +271,8 @@ def test_unmeasured_kpis_are_inconclusive_at_the_gate(tmp_path):
     run = write_synthetic_run(tmp_path / "runs", 8, kpis=kpis, config=cfg)
     res = gate.evaluate(open_run(run), cfg, last_n=8)
     st = {g.kpi: g.status for g in res.goals}
-    assert st["net_bps"] == gate.INCONCLUSIVE and st["maker_taker_ratio"] == gate.INCONCLUSIVE
-    assert res.verdict in (gate.INCONCLUSIVE, gate.FAIL) and res.verdict != gate.PASS
+    assert st["net_bps"] == goals.INCONCLUSIVE and st["maker_taker_ratio"] == goals.INCONCLUSIVE
+    assert res.verdict in (goals.INCONCLUSIVE, goals.FAIL) and res.verdict != goals.PASS
 
 
 def test_normal_results_keep_measured_values():
@@ -281,11 +283,11 @@ def test_normal_results_keep_measured_values():
 
 
 def test_neg_edge_drivers_come_from_records_negative_components_only():
-    from soaklib.records import build_record, tuning_off_block, validate_record
+    from soaklib.core.records import build_record, tuning_off_block, validate_record
 
     r = simulate(BAD, "default", 2, 1800.0, start_s=7200.0)
     k = r.kpis
-    assert k["neg_edge_drivers"] is None  # the simulator leaves it to soaklib.records (one rule)
+    assert k["neg_edge_drivers"] is None  # the simulator leaves it to soaklib.core.records (one rule)
     assert k["net_bps"] < 0 and k["fees_eff_bps"] > 0  # a rebate-positive iteration that loses money
     rec = build_record(iteration=3, seed=2, runner="sim", scenario="default", start_s=7200.0, duration_s=1800.0,
                        kpis=k, params=r.params, market=r.market, runtime_guards=r.runtime_guards,
@@ -354,9 +356,9 @@ def test_config_validate_refuses_bad_sim_values(tmp_path, toml, field):
 
 
 def test_sim_config_validation_accepts_defaults_and_sane_changes(tmp_path):
-    from soaklib.config import load_config
+    from soaklib.core.config import load_config
+    from soaklib.core.sections import MAX_IN_FLIGHT, validate_sim_config
     from soaklib.sim import engine
-    from soaklib.sim.settings import MAX_IN_FLIGHT, validate_sim_config
 
     assert engine._INFL == MAX_IN_FLIGHT  # the registry bound is the compiled loop's slot count
     cfg = load_config(overrides={"sim": {"tick": 0.01, "taker_fee_bps": 0.0},

@@ -10,16 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from soaklib import _io
 from soaklib.cli import main as cli_main
-from soaklib.config import load_config
-from soaklib.errors import InputError, RunnerError
-from soaklib.loader import open_run
-from soaklib.params import load_profile, registry
-from soaklib.records import strip_wall_clock
-from soaklib.runners import RunnerOutput, SimRunner
-from soaklib.soak import iteration_seed, run_soak
-from soaklib.testing import ToyRunner
+from soaklib.core import io as _io
+from soaklib.core.config import load_config
+from soaklib.core.errors import InputError, RunnerError
+from soaklib.core.params import load_profile, registry
+from soaklib.core.records import strip_wall_clock
+from soaklib.core.seeding import iteration_seed
+from soaklib.execute.base import RunnerOutput
+from soaklib.execute.runners import SimRunner
+from soaklib.store.loader import open_run
+from soaklib.store.synthetic import ToyRunner
+from soaklib.tune.loop import run_soak
 
 CFG = load_config()
 BEST = load_profile("best_cell", registry(CFG))
@@ -220,10 +222,10 @@ def test_invalid_arguments(tmp_path):
 
 _CHILD = textwrap.dedent("""
     import sys
-    from soaklib.config import load_config
-    from soaklib.params import load_profile, registry
-    from soaklib.soak import run_soak
-    from soaklib.testing import ToyRunner
+    from soaklib.core.config import load_config
+    from soaklib.core.params import load_profile, registry
+    from soaklib.tune.loop import run_soak
+    from soaklib.store.synthetic import ToyRunner
     cfg = load_config()
     res = run_soak(runs_dir=sys.argv[1], iterations=int(sys.argv[2]), cfg=cfg, profile_name="best_cell",
                    profile_values=load_profile("best_cell", registry(cfg)), seed=int(sys.argv[3]), auto_tune=True,
@@ -265,9 +267,9 @@ def cli(args, capsys):
 @pytest.fixture
 def toy_cli(monkeypatch):
     """`soak run` with the toy runner in place of the simulator (the CLI's runner factory is the seam)."""
-    import soaklib.runners
+    import soaklib.execute.runners
 
-    monkeypatch.setattr(soaklib.runners, "make_runner", lambda spec, **kw: ToyRunner())
+    monkeypatch.setattr(soaklib.execute.runners, "make_runner", lambda spec, **kw: ToyRunner())
 
 
 def test_cli_run_prints_table_and_run_dir(tmp_path, capsys, toy_cli):
@@ -329,25 +331,25 @@ def test_cli_resume_refuses_completed_and_foreign(tmp_path, capsys, toy_cli):
 
 
 def test_cli_runner_failure_beyond_policy_exits_4(tmp_path, capsys, monkeypatch):
-    import soaklib.runners
+    import soaklib.execute.runners
 
-    monkeypatch.setattr(soaklib.runners, "make_runner", lambda spec, **kw: ToyRunner(fail_on=[1]))
+    monkeypatch.setattr(soaklib.execute.runners, "make_runner", lambda spec, **kw: ToyRunner(fail_on=[1]))
     code, out, err = cli(["run", "--iterations", "3", "--runs-dir", str(tmp_path), "--on-failure", "stop"], capsys)
     assert code == 4 and "iteration 1 failed" in err and "--resume" in err
 
 
 def test_cli_write_failure_mid_run_exit_2_then_resume(tmp_path, capsys, monkeypatch, toy_cli):
     """Disk full while writing iteration 3: one line, exit 2, iterations 1-2 intact, resumable."""
-    import soaklib.store
+    import soaklib.store.rundir
 
-    real = soaklib.store._io.write_json
+    real = soaklib.store.rundir._io.write_json
 
     def flaky(path, obj, **kw):
         if Path(path).name == "ITER_SUMMARY_3.json":
             raise OSError(28, "No space left on device")
         return real(path, obj, **kw)
 
-    monkeypatch.setattr(soaklib.store._io, "write_json", flaky)
+    monkeypatch.setattr(soaklib.store.rundir._io, "write_json", flaky)
     code, out, err = cli(["run", "--iterations", "4", "--runs-dir", str(tmp_path), "--seed", "4", "--duration-s", "60"],
                          capsys)
     assert code == 2 and "No space left on device" in err and "ITER_SUMMARY_3.json" in err
@@ -355,7 +357,7 @@ def test_cli_write_failure_mid_run_exit_2_then_resume(tmp_path, capsys, monkeypa
     assert sorted(p.name for p in run_dir.glob("ITER_SUMMARY_*")) == ["ITER_SUMMARY_1.json", "ITER_SUMMARY_2.json"]
     assert _io.read_json(run_dir / "run.json")["status"] == "interrupted"
     assert not list(run_dir.glob(".*.tmp")) and not (tmp_path / "latest").exists()
-    monkeypatch.setattr(soaklib.store._io, "write_json", real)
+    monkeypatch.setattr(soaklib.store.rundir._io, "write_json", real)
     code, out, err = cli(["run", "--resume", str(run_dir)], capsys)
     assert code == 0, err
     ref = soak(tmp_path / "ref", 4, seed=4, auto_tune=False, runner_label="sim")
@@ -367,7 +369,7 @@ def test_cli_metrics_port_serves_live_and_is_released(tmp_path, capsys, monkeypa
     import socket
     import urllib.request
 
-    import soaklib.runners
+    import soaklib.execute.runners
     from tests.conftest import free_port
 
     port = free_port()
@@ -380,7 +382,7 @@ def test_cli_metrics_port_serves_live_and_is_released(tmp_path, capsys, monkeypa
                     scraped.append(resp.read().decode())
             return super().run(params, **kw)
 
-    monkeypatch.setattr(soaklib.runners, "make_runner", lambda spec, **kw: Scraping())
+    monkeypatch.setattr(soaklib.execute.runners, "make_runner", lambda spec, **kw: Scraping())
     code, out, err = cli(["run", "--iterations", "3", "--runs-dir", str(tmp_path), "--metrics-port", str(port)],
                          capsys)
     assert code == 0, err

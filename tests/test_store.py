@@ -7,10 +7,17 @@ import threading
 
 import pytest
 
-from soaklib import _io
-from soaklib.errors import InputError, RecordError
-from soaklib.store import (RUN_ID_RE, RunDir, list_runs, new_manifest, record_name, set_latest)
-from soaklib.testing import write_synthetic_run
+from soaklib.core import io as _io
+from soaklib.core.errors import InputError, RecordError
+from soaklib.store.rundir import (
+    RUN_ID_RE,
+    RunDir,
+    list_runs,
+    new_manifest,
+    record_name,
+    set_latest,
+)
+from soaklib.store.synthetic import write_synthetic_run
 
 
 def _manifest():

@@ -7,11 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import require_tool, run_cli
-from soaklib import _io, bundle
-from soaklib.config import load_config
 from test_bundle import make_reported_run, ramp
+
+from soaklib.core import io as _io
+from soaklib.core.config import load_config
+from soaklib.publish import bundle
 
 pytestmark = pytest.mark.system
 
@@ -170,7 +171,7 @@ def test_never_prompts_even_with_editor_and_signing_configured(repo, built):
 def test_release_pipeline_end_to_end(repo, tmp_path):
     """verify --strict -> report (real papermill + nbconvert) -> gate -> bundle -> bundle verify -> tag,
     each through the `soak` command line, on a synthetic tuned run."""
-    from soaklib.testing import write_synthetic_run
+    from soaklib.store.synthetic import write_synthetic_run
 
     promtool = require_tool("promtool")
     run = write_synthetic_run(tmp_path / "runs", 10, params=ramp)

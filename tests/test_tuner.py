@@ -5,11 +5,12 @@ import copy
 
 import pytest
 
-from soaklib import tuner
-from soaklib.config import load_config
-from soaklib.errors import ConfigError
-from soaklib.params import registry
-from soaklib.records import build_record, validate_record
+from soaklib.core import records
+from soaklib.core.config import load_config
+from soaklib.core.errors import ConfigError
+from soaklib.core.params import registry
+from soaklib.core.records import build_record, validate_record
+from soaklib.tune import tuner
 
 CFG = load_config()
 REG = registry(CFG)
@@ -184,7 +185,7 @@ def test_tuning_report_true_counts():
                 cur[d["param"]] = d["new"]
         h.append(rec(n, params=cur, **kp))
         h[-1]["tuning"] = tuner.decide(h, cur, CFG, iteration=n, total=3, auto_tune=True)
-    rep = tuner.tuning_report(h)
+    rep = records.tuning_report(h)
     s = rep["summary"]
     decs = [d for r in h for d in r["tuning"]["decisions"]]
     assert s["count"] == 3 and s["decisions"] == len(decs)

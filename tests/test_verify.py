@@ -8,11 +8,13 @@ import sys
 
 import pytest
 
-from soaklib import store, tuner
-from soaklib.config import load_config
-from soaklib.params import registry
-from soaklib.records import build_record, next_params
-from soaklib.verify import verify_records, verify_run
+from soaklib.core import records
+from soaklib.core.config import load_config
+from soaklib.core.params import registry
+from soaklib.core.records import build_record, next_params
+from soaklib.judge.verify import verify_records, verify_run
+from soaklib.store import rundir as store
+from soaklib.tune import tuner
 
 CFG = load_config()
 REG = registry(CFG)
@@ -121,7 +123,7 @@ def _write(tmp_path, recs, name="run"):
                            profile_values=REG.defaults(), iterations_planned=len(recs), auto_tune=True,
                            duration_s=3600.0)
     m.update(run_id=name, status="completed", iterations_done=len(recs))
-    store.write_run(p, m, recs, {}, tuner.tuning_report(recs))
+    store.write_run(p, m, recs, {}, records.tuning_report(recs))
     return p
 
 
@@ -172,8 +174,8 @@ def test_verify_run_uses_run_object():
 
 
 def test_verify_synthetic_run_through_loader(tmp_path):
-    from soaklib.loader import open_run
-    from soaklib.testing import write_synthetic_run
+    from soaklib.store.loader import open_run
+    from soaklib.store.synthetic import write_synthetic_run
 
     p = write_synthetic_run(tmp_path, 6, params=lambda i: {"min_interval_ms": 60 + 5 * (i // 2)})
     rep = verify_run(open_run(p), CFG)
@@ -195,8 +197,8 @@ def test_simulator_run_verifies_at_full_ratio(tmp_path):
 
 
 def test_failed_next_iteration_is_skipped_not_missing_and_no_pairs_is_inconclusive():
-    from soaklib.config import load_config
-    from soaklib.verify import verify_records
+    from soaklib.core.config import load_config
+    from soaklib.judge.verify import verify_records
 
     cfg = load_config()
     params = {"min_interval_ms": 60}

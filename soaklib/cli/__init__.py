@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from ..errors import SoakError
+from soaklib.core.errors import SoakError
 
 # command name -> module in soaklib.cli that defines a click command called `command`
 _COMMANDS = {

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import click
 
-from ..config import run_config
+from soaklib.core.config import run_config
+from soaklib.publish.bundle import build_bundle, verify_bundle
+from soaklib.store.loader import open_run
 
 
 class _BundleGroup(click.Group):
@@ -35,10 +37,6 @@ def command() -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file overriding defaults")
 def build(run: str, out: str, version: str | None, previous: str | None, force: bool, config_path: str | None) -> None:
     """Assemble the bundle of RUN (needs `soak report` and `soak verify` outputs) in DIR, atomically."""
-    from ..bundle import build_bundle
-
-    from ..loader import open_run
-
     r = open_run(run)
     cfg = run_config(r, config_path)
     res = build_bundle(r, out, cfg, version=version, previous=previous, force=force)
@@ -54,8 +52,6 @@ def build(run: str, out: str, version: str | None, previous: str | None, force: 
 @click.argument("bundle_dir", metavar="DIR", type=click.Path())
 def verify(bundle_dir: str) -> None:
     """Check every file of the bundle against MANIFEST.json; exit 1 naming any changed or missing file."""
-    from ..bundle import verify_bundle
-
     res = verify_bundle(bundle_dir)
     click.echo(f"bundle OK: {res.checked} files match {bundle_dir}/MANIFEST.json "
                f"(version {res.manifest.get('version')}, verdict {res.manifest.get('verdict')})")

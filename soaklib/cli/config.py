@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from .. import _io
-from ..config import load_config
+from soaklib.core import io as _io
+from soaklib.core.config import load_config
 
 
 @click.group("config")

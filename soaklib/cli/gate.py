@@ -5,9 +5,12 @@ from pathlib import Path
 
 import click
 
-from .. import _io
-from ..config import run_config
-from ..errors import CheckFailed, InputError
+from soaklib.core import io as _io
+from soaklib.core.config import run_config
+from soaklib.core.errors import CheckFailed, InputError
+from soaklib.core.goals import FAIL, INCONCLUSIVE, WARN
+from soaklib.judge.gate import evaluate
+from soaklib.store.loader import open_run
 
 GATE_FILE = ("reports", "analysis", "GATE.json")
 
@@ -27,9 +30,6 @@ def command(run: str, last_n: int | None, summary_md: str | None, fail_on_warn: 
     Writes RUN/reports/analysis/GATE.json. Exit 0 on PASS or WARN, 1 on FAIL or INCONCLUSIVE
     (missing data never passes), 1 on WARN with --fail-on-warn.
     """
-    from ..gate import FAIL, INCONCLUSIVE, WARN, evaluate
-    from ..loader import open_run
-
     r = open_run(run)
     cfg = run_config(r, config_path)
     res = evaluate(r.iterations, cfg, last_n)

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import click
 
-from ..errors import InputError
+from soaklib.core.config import run_config
+from soaklib.core.errors import InputError
+from soaklib.publish import metrics as m
 
 
 @click.command("metrics")
@@ -27,9 +29,6 @@ from ..errors import InputError
 def command(run: Path, textfile: Path | None, serve_at: str | None, serve_seconds: float | None,
             push_url: str | None, job: str | None, delete: bool, config_path: str | None) -> None:
     """Export a run's metrics to Prometheus (textfile, HTTP or pushgateway)."""
-    from .. import metrics as m
-    from ..config import run_config
-
     if sum(x is not None for x in (textfile, serve_at, push_url)) > 1:
         raise InputError("choose one of --textfile, --serve, --push")
     if delete and push_url is None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from soaklib.publish.reports import render
+
 
 @click.command("report")
 @click.argument("run", type=click.Path())
@@ -15,8 +17,6 @@ import click
               help="re-simulate candidate deltas for recommendations on simulator runs")
 def command(run: str, last_n: int | None, config_path: str | None, out_dir: str | None, simulate: bool) -> None:
     """Execute the audit and recommendations notebooks over RUN and render HTML + Markdown."""
-    from ..reports import render
-
     res = render(run, last_n=last_n, config=config_path, out_dir=out_dir, simulate=simulate)
     s = res.seconds
     click.echo(f"verdict: {res.verdict}  (analysis {s.get('analysis', 0):.1f} s, notebooks "

@@ -8,8 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import click
+from tqdm import tqdm
 
-from ..errors import InputError
+from soaklib.core.config import load_config
+from soaklib.core.errors import InputError
+from soaklib.core.params import load_profile, registry
+from soaklib.execute import runners
+from soaklib.publish.metrics import LiveExporter
+from soaklib.sim.scenario import load_scenario
+from soaklib.tune import loop as soak
 
 
 class _Progress:
@@ -20,8 +27,6 @@ class _Progress:
         self.runs_dir = runs_dir
 
     def on_start(self, manifest: dict) -> None:
-        from tqdm import tqdm
-
         self.bar = tqdm(total=int(manifest["iterations_planned"]), initial=int(manifest.get("iterations_done", 0)),
                         desc=f"soak {manifest['run_id']}", unit="it", file=sys.stderr, dynamic_ncols=True)
 
@@ -78,18 +83,7 @@ def _resolve_scenario(name: str) -> str:
 
 def _check_scenario(scenario: str, cfg: dict) -> None:
     """Fail on an unknown/malformed scenario before a run dir is created (when the sim can tell)."""
-    try:
-        from ..sim import scenario as scen_mod  # type: ignore[attr-defined]
-    except ImportError:
-        return
-    for fn_name in ("load_scenario", "load"):
-        fn = getattr(scen_mod, fn_name, None)
-        if fn is not None:
-            try:
-                fn(scenario)
-            except TypeError:
-                return
-            return
+    load_scenario(scenario)
 
 
 def _parse(kind: type, name: str, text: str | None):
@@ -134,10 +128,6 @@ def command(iterations, auto_tune, runner_spec, scenario, profile, seed, config_
     duration_s = _parse(float, "--duration-s", duration_s)
     if on_failure is not None and on_failure not in ("continue", "stop"):
         raise InputError(f"expected 'continue' or 'stop', got {on_failure!r}", field="--on-failure")
-    from .. import soak
-    from ..config import load_config
-    from ..params import load_profile, registry
-    from ..runners import make_runner
 
     progress = _Progress(runs_dir if resume_dir is None else Path(resume_dir).parent)
     observers: list[Any] = [progress]
@@ -182,7 +172,7 @@ def command(iterations, auto_tune, runner_spec, scenario, profile, seed, config_
             values = load_profile(prof, registry(cfg))
             if runner_spec == "sim":
                 _check_scenario(scen, cfg)
-            runner = make_runner(runner_spec, scenario=scen, duration_s=float(rc["duration_s"]), config=cfg,
+            runner = runners.make_runner(runner_spec, scenario=scen, duration_s=float(rc["duration_s"]), config=cfg,
                                  timeout_s=float(rc["iteration_timeout_s"]))
             if metrics_port is not None:
                 exporter = _exporter(metrics_port, cfg)
@@ -207,8 +197,4 @@ def command(iterations, auto_tune, runner_spec, scenario, profile, seed, config_
 
 
 def _exporter(port: int, cfg: dict | None):
-    try:
-        from ..metrics import LiveExporter
-    except ImportError as exc:
-        raise InputError(f"--metrics-port needs soaklib.metrics: {exc}", field="--metrics-port") from None
     return LiveExporter(port, host="127.0.0.1", cfg=cfg) if cfg is not None else LiveExporter(port, host="127.0.0.1")

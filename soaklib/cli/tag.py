@@ -5,6 +5,8 @@ import shlex
 
 import click
 
+from soaklib.publish.tag import make_tag
+
 
 @click.command("tag")
 @click.argument("bundle_dir", metavar="DIR", type=click.Path())
@@ -14,8 +16,6 @@ import click
 @click.option("--repo", default=".", type=click.Path(), show_default=True, help="git repository to tag (at HEAD)")
 def command(bundle_dir: str, tag: str, dry_run: bool, force: bool, repo: str) -> None:
     """Verify the bundle DIR, then tag HEAD with an annotated tag carrying its KPI summary. Never prompts."""
-    from ..tag import make_tag
-
     res = make_tag(bundle_dir, tag, repo=repo, dry_run=dry_run, force=force)
     if res.dry_run:
         click.echo(f"[dry-run] would run: {shlex.join(res.command)}  (message on stdin)")

@@ -5,34 +5,14 @@ from pathlib import Path
 
 import click
 
-from .. import _io
-from ..config import run_config
-from ..errors import CheckFailed, InputError
+from soaklib.core import io as _io
+from soaklib.core.config import run_config
+from soaklib.core.errors import CheckFailed, InputError
+from soaklib.judge.verify import verify_run
+from soaklib.store.loader import open_run
 
 REPORT_DIR = ("reports", "analysis")
 REPORT_NAME = "DELTA_VERIFY_REPORT"
-
-
-def _open(path: str):
-    try:
-        from ..loader import open_run
-    except ModuleNotFoundError as exc:  # loader is another engineer's module; store can read our own layout
-        if exc.name != "soaklib.loader":
-            raise
-        return _open_own_layout(path)
-    return open_run(path)
-
-
-def _open_own_layout(path: str):
-    from types import SimpleNamespace
-
-    from ..store import RunDir
-
-    p = Path(path).resolve()
-    if not p.is_dir():
-        raise InputError("not a run directory", path=path)
-    rd = RunDir(p, {})
-    return SimpleNamespace(path=p, records=rd.read_records(), gaps=[])
 
 
 @click.command("verify")
@@ -47,9 +27,7 @@ def command(run: str, strict: bool, threshold: float | None, as_json: bool, conf
 
     Writes RUN/reports/analysis/DELTA_VERIFY_REPORT.json and .md (atomically) and prints one of them.
     """
-    from ..verify import verify_run
-
-    r = _open(run)
+    r = open_run(run)
     cfg = run_config(r, config_path)
     rep = verify_run(r, cfg, threshold=threshold)
     out = Path(r.path).joinpath(*REPORT_DIR)

@@ -5,19 +5,12 @@ The event loop lives in ``soaklib.sim.engine`` (numba, cached); scenarios are TO
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from soaklib.sim.engine import run_simulation
+from soaklib.sim.result import SimResult
 
-@dataclass(frozen=True)
-class SimResult:
-    kpis: dict[str, Any]            # summary KPIs, seed names (see docs/ARCHITECTURE.md)
-    params: dict[str, float | int]  # effective flat parameters the strategy ran with
-    runtime_guards: dict[str, Any]  # in-run guard activity
-    market: dict[str, Any]          # regime path, realized vol, faults injected
-    events: int                     # market events processed
-    extra: dict[str, Any] = field(default_factory=dict)
+__all__ = ["SimResult", "simulate"]
 
 
 def simulate(params: dict, scenario: str | Path = "default", seed: int = 0,
@@ -27,6 +20,4 @@ def simulate(params: dict, scenario: str | Path = "default", seed: int = 0,
     ``start_s`` selects where in the scenario's regime schedule the window sits (iteration n of a
     soak starts at (n-1)·duration_s). ``config`` is the effective soaklib config (defaults if None).
     """
-    from .engine import run_simulation
-
     return run_simulation(params, scenario, seed, duration_s, start_s=start_s, config=config)

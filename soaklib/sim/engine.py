@@ -13,40 +13,135 @@ import math
 import numpy as np
 from numba import njit
 
-# ---- column layouts shared by the loop and the wrapper -------------------------------------
-# params vector
-P_MIN_INTERVAL, P_REPLACE_RATE, P_SPREAD_DELTA, P_TAIL_AGE, P_IMPACT_CAP, P_MAX_DELTA, P_CONCURRENCY = range(7)
-PARAM_ORDER = ("min_interval_ms", "replace_rate_per_min", "base_spread_bps_delta", "tail_age_ms",
-               "impact_cap_ratio", "max_delta_ratio", "concurrency_limit")
-# constants vector
-(C_MID0, C_TICK, C_QLIM, C_REBID_BPS, C_SKEW_GAIN, C_RESCUE_HARD, C_RESCUE_HOLD, C_RESCUE_TARGET,
- C_REBATE_BPS, C_TAKER_FEE_BPS, C_SLIP_BPS, C_MARKOUT_MS, C_LAT_BASE, C_LAT_SIGMA, C_LAT_INFLIGHT,
- C_LAT_RATE, C_RATE_TAU, C_BURST_S, C_GUARD_TICK, C_P95_WIN, C_SOFT, C_HARD, C_ADD_BPS, C_OPEN_MS,
- C_CLOSE_MS, C_MIN_FREEZE, C_BASE_HS, C_GUARDS_ON, C_RISK_SOFT, C_MO_SIZE) = range(30)
-N_CONST = 30
-# regime table columns
-(R_VOL, R_DRIFT, R_JUMP_RATE, R_JUMP_BPS, R_INF_SHARE, R_INF_BPS, R_RATE, R_KAPPA, R_LAT_MULT,
- R_MKT_HS) = range(10)
-N_RCOL = 10
-# segment table columns (times in ms relative to the window start)
-(S_START, S_END, S_MASK, S_SWITCH, S_SPIKE_RATE, S_SPIKE_DUR, S_SPIKE_MULT, S_REJECT, S_CRASH_AT,
- S_CRASH_BPS, S_CRASH_REC, S_CRASH_REC_MS, S_INIT) = range(13)
-N_SCOL = 13
-# fill record columns
-F_T, F_SIDE, F_LIQ, F_PRICE, F_QTY, F_MID, F_MARKOUT, F_SLIP = range(8)
-N_FCOL = 8
-# stats vector
-(ST_EVENTS, ST_NFILL, ST_NLAT, ST_NAGE, ST_NREG, ST_CASH, ST_Q, ST_GROSS, ST_SLIP, ST_FEES, ST_SXM,
- ST_TURNOVER, ST_MID_END, ST_PEAK, ST_DD, ST_INV_TIME, ST_B_MI, ST_B_CONC, ST_B_RISK, ST_B_THR,
- ST_B_OTHER, ST_ALLOWED, ST_PLACE, ST_REPLACE, ST_CANCEL, ST_REJECTS, ST_RESCUES, ST_BUF_TIME,
- ST_ADD_INTEGRAL, ST_FREEZE_COUNT, ST_FREEZE_TIME, ST_FREEZE_ACTIVE, ST_FREEZE_BLOCKED, ST_SUMR2,
- ST_SPIKES, ST_JUMPS, ST_T_END, ST_P95_MAX_ROLL, ST_OVERFLOW, ST_BUF_ACTIVE_END, ST_CRASHES, ST_BROKEN,
- ST_BROKEN_AT) = range(43)
-N_STATS = 43
-# ST_BROKEN: why the loop stopped early (the wrapper raises; no KPI is derived from a broken market)
-BROKEN_MID, BROKEN_TAKER_PRICE = 1.0, 2.0
+from soaklib.core.config import load_config
+from soaklib.core.errors import ConfigError
+from soaklib.core.params import registry
+from soaklib.core.sections import validate_sim_config
+from soaklib.sim.layout import (  # noqa: F401 (the compiled loop reads them as globals)
+    BROKEN_MID,
+    BROKEN_TAKER_PRICE,
+    C_ADD_BPS,
+    C_BASE_HS,
+    C_BURST_S,
+    C_CLOSE_MS,
+    C_GUARD_TICK,
+    C_GUARDS_ON,
+    C_HARD,
+    C_LAT_BASE,
+    C_LAT_INFLIGHT,
+    C_LAT_RATE,
+    C_LAT_SIGMA,
+    C_MARKOUT_MS,
+    C_MID0,
+    C_MIN_FREEZE,
+    C_MO_SIZE,
+    C_OPEN_MS,
+    C_P95_WIN,
+    C_QLIM,
+    C_RATE_TAU,
+    C_REBATE_BPS,
+    C_REBID_BPS,
+    C_RESCUE_HARD,
+    C_RESCUE_HOLD,
+    C_RESCUE_TARGET,
+    C_RISK_SOFT,
+    C_SKEW_GAIN,
+    C_SLIP_BPS,
+    C_SOFT,
+    C_TAKER_FEE_BPS,
+    C_TICK,
+    F_LIQ,
+    F_MARKOUT,
+    F_MID,
+    F_PRICE,
+    F_QTY,
+    F_SIDE,
+    F_SLIP,
+    F_T,
+    N_CONST,
+    N_FCOL,
+    N_RCOL,
+    N_SCOL,
+    N_STATS,
+    P_CONCURRENCY,
+    P_IMPACT_CAP,
+    P_MAX_DELTA,
+    P_MIN_INTERVAL,
+    P_REPLACE_RATE,
+    P_SPREAD_DELTA,
+    P_TAIL_AGE,
+    PARAM_ORDER,
+    R_DRIFT,
+    R_INF_BPS,
+    R_INF_SHARE,
+    R_JUMP_BPS,
+    R_JUMP_RATE,
+    R_KAPPA,
+    R_LAT_MULT,
+    R_MKT_HS,
+    R_RATE,
+    R_VOL,
+    S_CRASH_AT,
+    S_CRASH_BPS,
+    S_CRASH_REC,
+    S_CRASH_REC_MS,
+    S_END,
+    S_INIT,
+    S_MASK,
+    S_REJECT,
+    S_SPIKE_DUR,
+    S_SPIKE_MULT,
+    S_SPIKE_RATE,
+    S_START,
+    S_SWITCH,
+    ST_ADD_INTEGRAL,
+    ST_ALLOWED,
+    ST_B_CONC,
+    ST_B_MI,
+    ST_B_OTHER,
+    ST_B_RISK,
+    ST_B_THR,
+    ST_BROKEN,
+    ST_BROKEN_AT,
+    ST_BUF_ACTIVE_END,
+    ST_BUF_TIME,
+    ST_CANCEL,
+    ST_CASH,
+    ST_CRASHES,
+    ST_DD,
+    ST_EVENTS,
+    ST_FEES,
+    ST_FREEZE_ACTIVE,
+    ST_FREEZE_BLOCKED,
+    ST_FREEZE_COUNT,
+    ST_FREEZE_TIME,
+    ST_GROSS,
+    ST_INV_TIME,
+    ST_JUMPS,
+    ST_MID_END,
+    ST_NAGE,
+    ST_NFILL,
+    ST_NLAT,
+    ST_NREG,
+    ST_OVERFLOW,
+    ST_P95_MAX_ROLL,
+    ST_PEAK,
+    ST_PLACE,
+    ST_Q,
+    ST_REJECTS,
+    ST_REPLACE,
+    ST_RESCUES,
+    ST_SLIP,
+    ST_SPIKES,
+    ST_SUMR2,
+    ST_SXM,
+    ST_T_END,
+    ST_TURNOVER,
+)
+from soaklib.sim.result import SimResult
+from soaklib.sim.scenario import load_scenario
 
-_INFL = 64  # in-flight slots (== settings.MAX_IN_FLIGHT, the bound on params.concurrency_limit.max)
+_INFL = 64  # in-flight slots (== core.sections.MAX_IN_FLIGHT, the bound on params.concurrency_limit.max)
 _RING = 1024  # latency samples kept for the rolling p95
 
 
@@ -623,15 +718,7 @@ def _r(x: float, nd: int = 6) -> float:
 def run_simulation(params: dict, scenario="default", seed: int = 0, duration_s: float = 3600.0, *,
                    start_s: float = 0.0, config: dict | None = None):
     """Validate inputs, run the compiled loop over the scenario window and derive every KPI."""
-    from ..config import load_config
-    from ..errors import ConfigError
-    from ..params import registry
-    from . import SimResult
-    from .scenario import load_scenario
-
     if config is not None:  # load_config() validates; a config handed in directly is checked here
-        from .settings import validate_sim_config
-
         validate_sim_config(config)
     cfg = config if config is not None else load_config()
     reg = registry(cfg)
@@ -686,8 +773,6 @@ def run_simulation(params: dict, scenario="default", seed: int = 0, duration_s: 
 
 def _broken(stats, sc, start_s: float) -> None:
     """The market left the price grid: refuse to report accounting from it (a scenario problem)."""
-    from ..errors import ConfigError
-
     at = start_s + stats[ST_BROKEN_AT] / 1000.0
     if stats[ST_BROKEN] == BROKEN_TAKER_PRICE:
         what = "a taker hedge was priced at or below 0"
@@ -765,7 +850,7 @@ def _derive(st, fills, lats, ages, regs, sc, C, P, start_s, duration_s):
         "fills": fl, "maker_taker_ratio": mtr, "maker_taker_source": mt_source,
         "pnl_quote": _r(pnl, 9), "drawdown_quote": _r(st[ST_DD], 9),
         "inventory_utilisation": _r(st[ST_INV_TIME] / dur_ms / qlim if dur_ms else 0.0),
-        # left to soaklib.records.neg_edge_drivers (one rule: negative components only)
+        # left to soaklib.core.records.neg_edge_drivers (one rule: negative components only)
         "neg_edge_drivers": None, "freeze_time_s": _r(freeze_time_s, 3),
         "turnover_quote": _r(turnover, 6), "inventory_end": _r(q, 9),
         "orders": {"place": int(st[ST_PLACE]), "replace": int(st[ST_REPLACE]), "cancel": int(st[ST_CANCEL]),

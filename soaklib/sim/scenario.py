@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
-from . import engine as E
+from soaklib.core.errors import ConfigError
+from soaklib.sim import layout as E
 
 REGIME_KEYS = {  # key -> column in the regime table
     "vol_bps_per_sqrt_s": E.R_VOL, "drift_bps_per_s": E.R_DRIFT, "jump_rate_per_h": E.R_JUMP_RATE,

@@ -1,0 +1,1 @@
+"""Execution: runners that turn (parameters, window) into a record's measurements (simulator, external bot)."""

@@ -1,0 +1,1 @@
+"""Judgement: frames, snapshot, gate, delta verification, recommendations."""

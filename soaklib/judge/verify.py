@@ -1,0 +1,238 @@
+"""Delta verification (DESIGN §8, issue 4): did the tuner's changes actually land?
+
+Per iteration pair n → n+1 and per registry parameter: expected = params(n) + tuning.deltas(n),
+observed = params(n+1) (what the runner reports it ran with). Outcomes:
+
+- ``full_apply``: a delta was applied (possibly guard-clamped) and observed == expected;
+- ``guard_skipped``: a delta was proposed, a guard blocked it, and the value stayed (guard named);
+- ``mismatch``: observed != expected (a runner that ignores a parameter, or a change nobody decided);
+- ``missing``: the parameter is absent from the observed params (``delta_nested_miss_paths_total``);
+- ``unchanged``: nothing proposed and nothing changed (checked, not counted in the ratio).
+
+``full_apply_ratio`` = full ÷ (proposed − guard_skipped); 1.0 when that denominator is 0 (said so in
+``ratio_note``). JSON and Markdown are rendered from the same ``VerifyReport``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from soaklib.core.params import registry
+from soaklib.core.text import md_code, md_escape
+
+
+@dataclass
+class VerifyReport:
+    """One verification of one run; ``to_json`` and ``to_markdown`` render this same object."""
+
+    run_path: str
+    threshold: float
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    full_apply_ratio: float = 1.0
+    ratio_note: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def denominator(self) -> int:
+        return self.counts["proposed"] - self.counts["guard_skipped"]
+
+    @property
+    def passed(self) -> bool:
+        """Ratio at or above the threshold and no change that nobody decided."""
+        return (bool(self.pairs) and self.full_apply_ratio >= self.threshold - 1e-12
+                and self.counts["unexpected_changes"] == 0)
+
+    @property
+    def verdict(self) -> str:
+        """PASS / FAIL, or INCONCLUSIVE when not one iteration pair could be checked (never a pass)."""
+        if not self.pairs:
+            return "INCONCLUSIVE"
+        return "PASS" if self.passed else "FAIL"
+
+    def to_json(self) -> dict[str, Any]:
+        c = self.counts
+        return {
+            "schema_version": "1.0",
+            "run": self.run_path,
+            "threshold": self.threshold,
+            "full_apply_ratio": round(self.full_apply_ratio, 6),
+            "ratio_note": self.ratio_note,
+            "verdict": self.verdict,
+            # seed --json fields (reference §5.3), now true: partial_ok = guard skips, fail = mismatches
+            "full_apply_count": c["full_apply"], "partial_ok_count": c["guard_skipped"],
+            "fail_count": c["mismatch"] + c["missing"], "proposed_count": c["proposed"],
+            "signature_stuck_count": c["signature_stuck"],
+            "delta_nested_miss_paths_total": c["missing"],
+            "counts": dict(c),
+            "pairs": self.pairs,
+            "warnings": list(self.warnings),
+        }
+
+    def to_markdown(self) -> str:
+        c = self.counts
+        pct = 100.0 * self.full_apply_ratio
+        lines = [
+            "# Delta-Apply Verification Report", "",
+            f"Run: {md_code(self.run_path)}. Expected = params(n) + applied deltas(n); "
+            "observed = params(n+1) as the runner reported them.", "",
+            "## Summary Table", "",
+            "| Iter (i-1 → i) | Proposed Keys | Applied | Guards | Params Match | Reason |",
+            "|---|---|---|---|---|---|",
+        ]
+        for p in self.pairs:
+            prop = [k for k in p["keys"] if k["proposed_delta"] is not None]
+            bad = [k for k in p["keys"] if k["outcome"] in ("mismatch", "missing")]
+            guards = sorted({k["guard"] for k in p["keys"] if k["guard"]})
+            match = "N" if bad else ("Y" if prop else "N/A")
+            reason = "; ".join(f"{k['param']}: {k['outcome']}" for k in bad) or \
+                ("full_apply" if prop else "no_deltas_proposed")
+            lines.append(f"| {p['from']} → {p['to']} | {md_escape(', '.join(k['param'] for k in prop)) or '-'} | "
+                         f"{'Y' if p['applied'] else 'N'} | {md_escape(', '.join(guards)) or '-'} | {match} | "
+                         f"{md_escape(reason)} |")
+        lines += [
+            "", "## Metrics", "",
+            f"- **Total iteration pairs:** {len(self.pairs)}",
+            f"- **Proposed deltas (key × pair):** {c['proposed']}",
+            f"- **Guard skipped:** {c['guard_skipped']}",
+            f"- **Mismatches:** {c['mismatch']}",
+            f"- **Missing (delta_nested_miss_paths_total):** {c['missing']}",
+            f"- **Unexpected changes (no delta decided):** {c['unexpected_changes']}",
+            f"- **Signature stuck events:** {c['signature_stuck']}",
+            f"- **Full apply ratio:** {self.full_apply_ratio:.3f}",
+            "",
+            # the seed's literal line; CI regexes parse it: Full applications:\s*\d+/\s*\d+\s*\(([\d.]+)%\)
+            f"Full applications: {c['full_apply']}/{self.denominator} ({pct:.1f}%)",
+        ]
+        if self.ratio_note:
+            lines += ["", f"Note: {md_escape(self.ratio_note)}"]
+        bad = [(p, k) for p in self.pairs for k in p["keys"] if k["outcome"] in ("mismatch", "missing")]
+        if bad:
+            lines += ["", "## Detailed Mismatches", "",
+                      "| Iter | Parameter | Expected | Observed | Delta | Outcome | Reason |", "|---|---|---|---|---|---|---|"]
+            for p, k in bad:
+                lines.append(f"| {p['from']} → {p['to']} | {md_escape(k['param'])} | {_f(k['expected'])} | "
+                             f"{_f(k['observed'])} | {_f(k['delta'])} | {k['outcome']} | {md_escape(k['reason'])} |")
+        if self.warnings:
+            lines += ["", "## Warnings", ""] + [f"- {md_escape(w)}" for w in self.warnings]
+        verdict = {"PASS": "✅ PASS", "FAIL": "❌ FAIL", "INCONCLUSIVE": "⚠️ INCONCLUSIVE"}[self.verdict]
+        lines += ["", "## Verdict", "",
+                  f"{verdict} (full_apply_ratio {self.full_apply_ratio:.3f}, threshold {self.threshold:.3f}"
+                  f"{', unexpected changes ' + str(c['unexpected_changes']) if c['unexpected_changes'] else ''})", ""]
+        return "\n".join(lines)
+
+
+def _f(v: Any) -> str:
+    return "-" if v is None else f"{v:g}" if isinstance(v, (int, float)) else md_escape(str(v))
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def verify_records(records: list[Mapping[str, Any]], cfg: Mapping[str, Any], *, run_path: str = "",
+                   threshold: float | None = None) -> VerifyReport:
+    """Verify consecutive record pairs (see module doc). ``records``: record dicts, any order."""
+    reg = registry(cfg)
+    abs_tol = float(cfg["verify"]["abs_tolerance"])
+    thr = float(cfg["verify"]["threshold"] if threshold is None else threshold)
+    rep = VerifyReport(run_path=run_path, threshold=thr)
+    c = dict.fromkeys(("proposed", "full_apply", "guard_skipped", "mismatch", "missing", "unchanged",
+                       "unexpected_changes", "signature_stuck", "pairs_skipped"), 0)
+    recs = sorted((r for r in records if isinstance(r.get("iteration"), int)), key=lambda r: r["iteration"])
+    by_it = {r["iteration"]: r for r in recs}
+    for r in recs:
+        n = r["iteration"]
+        nxt = by_it.get(n + 1)
+        if nxt is None:
+            if n != recs[-1]["iteration"]:
+                rep.warnings.append(f"iteration {n + 1} missing: pair {n} → {n + 1} not verified")
+                c["pairs_skipped"] += 1
+            continue
+        if nxt.get("status") == "failed" or r.get("status") == "failed":
+            # a failed iteration reports no params: there is nothing to compare, which is not a miss
+            which = n + 1 if nxt.get("status") == "failed" else n
+            rep.warnings.append(f"iteration {which} failed: pair {n} → {n + 1} not verified")
+            c["pairs_skipped"] += 1
+            continue
+        before = r.get("params") if isinstance(r.get("params"), Mapping) else None
+        after = nxt.get("params") if isinstance(nxt.get("params"), Mapping) else None
+        t = r.get("tuning") if isinstance(r.get("tuning"), Mapping) else {}
+        if before is None:
+            rep.warnings.append(f"iteration {n} reports no params: pair {n} → {n + 1} not verified")
+            c["pairs_skipped"] += 1
+            continue
+        deltas = t.get("deltas") or {}
+        proposed = t.get("proposed_deltas") or {}
+        dec_by = {d.get("param"): d for d in (t.get("decisions") or []) if isinstance(d, Mapping)}
+        keys_out = []
+        names = list(reg) + sorted(k for k in set(before) | set(deltas) | set(proposed) if k not in reg)
+        for name in names:
+            if name not in before and name not in deltas and name not in proposed:
+                continue
+            tol = (reg[name].tolerance if name in reg else 0.0) + abs_tol
+            b = _num(before.get(name))
+            d = _num(deltas.get(name)) or 0.0
+            pd = _num(proposed.get(name))
+            dec = dec_by.get(name) or {}
+            guard = dec.get("guard")
+            expected = None if b is None else b + d
+            obs = None if after is None else _num(after.get(name))
+            k = {"param": name, "before": b, "proposed_delta": pd, "delta": d if name in deltas else None,
+                 "guard": guard, "expected": expected, "observed": obs}
+            if pd is not None:
+                c["proposed"] += 1
+            if after is None or name not in after:
+                k["outcome"], k["reason"] = "missing", "parameter not reported in the next iteration's params"
+                c["missing"] += 1
+            elif obs is None or expected is None:
+                k["outcome"], k["reason"] = "mismatch", f"not a number: before={before.get(name)!r} after={after.get(name)!r}"
+                c["mismatch"] += 1
+            elif abs(obs - expected) <= tol:
+                if pd is not None and name in deltas and d != 0:
+                    k["outcome"] = "full_apply"
+                    k["reason"] = "applied" + (f" (clamped by {guard})" if guard else "")
+                    c["full_apply"] += 1
+                elif pd is not None:
+                    k["outcome"] = "guard_skipped"
+                    k["reason"] = f"blocked by {guard or 'unknown guard'}"
+                    c["guard_skipped"] += 1
+                else:
+                    k["outcome"], k["reason"] = "unchanged", "no delta, no change"
+                    c["unchanged"] += 1
+            else:
+                k["outcome"] = "mismatch"
+                if name in deltas and d != 0:
+                    k["reason"] = (f"delta {d:+g} not applied: expected {expected:g}, observed {obs:g}"
+                                   + (" (runner ignored it)" if abs(obs - b) <= tol else ""))
+                else:
+                    k["reason"] = f"changed without a delta: {b:g} -> {obs:g}"
+                    c["unexpected_changes"] += 1
+                c["mismatch"] += 1
+            keys_out.append(k)
+        # seed signature_stuck: deltas applied at n, yet n+1 ran with the same state (its old_hash = ours)
+        t2 = nxt.get("tuning") if isinstance(nxt.get("tuning"), Mapping) else {}
+        if deltas and t.get("applied") and t.get("old_hash") and t2.get("old_hash") == t.get("old_hash"):
+            c["signature_stuck"] += 1
+        rep.pairs.append({"from": n, "to": n + 1, "applied": bool(t.get("applied")), "keys": keys_out,
+                          "skip_reason": t.get("skip_reason", ""), "next_status": nxt.get("status")})
+    rep.counts = c
+    den = c["proposed"] - c["guard_skipped"]
+    if den <= 0:
+        rep.full_apply_ratio = 1.0
+        rep.ratio_note = ("no applied deltas to verify (proposed − guard_skipped = 0): ratio reported as 1.0; "
+                          + ("unchanged parameters were still checked" if rep.pairs else
+                             "no iteration pair could be checked at all (see warnings)"))
+    else:
+        rep.full_apply_ratio = c["full_apply"] / den
+    return rep
+
+
+def verify_run(run: Any, cfg: Mapping[str, Any], *, threshold: float | None = None) -> VerifyReport:
+    """Verify a run opened with ``soaklib.store.loader.open_run`` (anything with ``records`` and ``path``)."""
+    rep = verify_records(list(run.records), cfg, run_path=str(getattr(run, "path", "")), threshold=threshold)
+    for gap in getattr(run, "gaps", None) or []:
+        msg = f"iteration {gap} missing from the run"
+        if msg not in rep.warnings:
+            rep.warnings.append(msg)
+    return rep

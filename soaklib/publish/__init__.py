@@ -1,0 +1,1 @@
+"""Publishing: plots, reports (papermill/nbconvert), Prometheus metrics, bundle, tag."""

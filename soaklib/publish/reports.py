@@ -1,0 +1,757 @@
+"""Report notebooks: what their cells call (``Audit``, ``Advice``) and how ``soak report`` runs them.
+
+The notebooks in ``notebooks/`` are thin templates: one ``parameters`` cell, then one call per cell
+into the views below, which return Markdown, DataFrames or Figures (or ``None`` when there is
+nothing to show). A view never raises for bad input: it carries the message and the notebook shows
+it. ``render`` executes both notebooks with papermill into ``RUN/reports/analysis/`` and renders them
+with nbconvert (no input cells, images embedded) to HTML and Markdown, next to the snapshot and
+FAILURES.md.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib as _imp
+import io
+import os
+import re
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from IPython.display import Image, Markdown
+
+from soaklib.core import io as _io
+from soaklib.core.config import load_config, run_config
+from soaklib.core.errors import InputError, ReportError, SoakError
+from soaklib.core.params import registry
+from soaklib.core.text import html_escape, md_escape, sparkline
+from soaklib.judge import recommend
+from soaklib.judge.verify import verify_run
+from soaklib.publish import plots
+from soaklib.store.loader import open_run
+from soaklib.store.synthetic import write_synthetic_run
+
+
+class _LazyModule:
+    """A module imported on first attribute use: ``soak report`` starts its kernels before the
+    parent pays for pandas (the kernels need ~1 s to come up; the parent's imports overlap that)."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        return getattr(importlib.import_module(self._name), attr)
+
+
+pd = _LazyModule("pandas")
+analysis = _LazyModule("soaklib.judge.analysis")
+
+ANALYSIS_DIR = Path("reports") / "analysis"
+NOTEBOOKS = {"audit": "POST_SOAK_AUDIT", "recommendations": "RECOMMENDATIONS"}
+
+
+@dataclass
+class AuditParams:
+    """Parameters of notebooks/audit.ipynb (names must match its ``parameters`` cell)."""
+
+    src: str = ""      # run dir, runs/latest or a seed layout; "" = the bundled example run
+    last_n: int = 8    # iterations in the last-N window
+    config: str = ""   # TOML overriding soaklib defaults; "" = defaults
+
+
+@dataclass
+class RecommendationsParams:
+    """Parameters of notebooks/recommendations.ipynb."""
+
+    src: str = ""
+    last_n: int = 8
+    config: str = ""
+    simulate: bool = True   # re-simulate candidate deltas on simulator runs
+
+
+PARAMS = {"audit": AuditParams, "recommendations": RecommendationsParams}
+
+
+def notebook_path(name: str) -> Path:
+    """Path of a report notebook template (the repo's notebooks/ dir, or the one beside the package)."""
+    here = Path(__file__).resolve().parents[2] / "notebooks" / f"{name}.ipynb"
+    if here.is_file():
+        return here
+    raise ReportError(f"notebook template {name}.ipynb not found", path=here)
+
+
+# --------------------------------------------------------------------------- example run
+
+def example_run(config: Mapping[str, Any] | None = None) -> Path:
+    """A small seeded example run (synthetic records, soaklib.store.synthetic) in a temp dir, built once.
+
+    What notebooks analyse when ``src`` is "": nbval runs them in their own directory, so the
+    default must not depend on the cwd. Deterministic: same KPIs and params every time.
+    """
+    cfg = config or load_config()
+    n = int(cfg["report"]["example_iterations"])
+    dur = float(cfg["report"]["example_duration_s"])
+    key = hashlib.sha256(f"v2-{n}-{dur}".encode()).hexdigest()[:12]
+    root = Path(tempfile.gettempdir()) / f"soaklib-example-{key}-{os.getuid()}"
+    latest = root / "latest"
+    if (latest / "run.json").is_file():
+        return latest.resolve()
+    tmp = Path(tempfile.mkdtemp(prefix="soaklib-example-"))
+    # runner "example": not a simulator run, so recommendations stay rule-based (no re-simulation)
+    write_synthetic_run(tmp, n, kpis=_example_kpis, params=_example_params, seed=7, duration_s=dur,
+                        profile_name="best_cell", latest=True, runner="example")
+    try:
+        tmp.rename(root)
+    except OSError:  # another kernel built it first; use theirs
+        pass
+    return (root / "latest").resolve() if (root / "latest").exists() else (tmp / "latest").resolve()
+
+
+def _example_kpis(i: int) -> dict:
+    # a run that improves: maker/taker climbs, latency spikes once, net edge rises past the goal
+    return {"maker_taker_ratio": round(0.78 + 0.015 * i, 4), "net_bps": round(1.9 + 0.2 * i, 4),
+            "p95_latency_ms": 300.0 + (45.0 if i == 3 else 5.0 * i), "risk_ratio": round(0.42 - 0.02 * i, 4),
+            "gross_bps": round(3.3 + 0.2 * i, 4), "pnl_quote": 8.0 + i}
+
+
+def _example_params(i: int) -> dict:
+    return {"min_interval_ms": 60 + 5 * min(i - 1, 3), "impact_cap_ratio": round(0.1 - 0.005 * min(i - 1, 2), 4)}
+
+
+# --------------------------------------------------------------------------- opening a source
+
+def resolve_src(src: str | os.PathLike | None, cfg: Mapping[str, Any]) -> Path:
+    """"" → the example run; otherwise the path, relative to the current directory."""
+    if src is None or str(src).strip() == "":
+        return example_run(cfg)
+    return Path(os.path.expanduser(str(src)))
+
+
+def _open(src, last_n, config):
+    try:
+        last_n = int(last_n)
+    except (TypeError, ValueError):
+        raise InputError(f"last_n must be a whole number, got {last_n!r}", field="last_n") from None
+    path = resolve_src(src, load_config(config or None))
+    run = open_run(path)
+    cfg = run_config(run, config or None)  # the same rule as every soak command
+    it = analysis._frame(run, "iterations")
+    if it.empty:
+        raise InputError("the run has no iterations yet: nothing to analyse", path=path)
+    snap = analysis.snapshot(run, cfg, int(last_n))
+    return cfg, path, run, snap
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        if v != v:
+            return "n/a"
+        return f"{v:.{digits}g}" if abs(v) < 1e5 else f"{v:.0f}"
+    return str(v)
+
+
+def _md(text: str):
+    return Markdown(text)
+
+
+def _png(fig):
+    """A Figure as a PNG display object, drawn once at the figure's dpi (the inline backend would
+    draw it twice for a tight bounding box)."""
+    if fig is None:
+        return None
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=fig.dpi)
+    return Image(data=buf.getvalue(), format="png")
+
+
+class _View:
+    """Shared opening logic: load config, open the run, compute the snapshot; keep errors as text."""
+
+    def __init__(self, src: str = "", last_n: int = 8, config: str = ""):
+        self.src, self.last_n, self.config = str(src), last_n, str(config)
+        self.error: str | None = None
+        self.cfg: dict = {}
+        self.run = None
+        self.snap: dict = {}
+        self.path: Path | None = None
+        try:
+            self.cfg, self.path, self.run, self.snap = _open(src, last_n, config)
+        except SoakError as exc:
+            self.error = str(exc)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def problem(self):
+        """A Markdown box naming what is wrong with the input (None when all is well)."""
+        if self.ok:
+            return None
+        return _md(f"> **Cannot analyse {md_escape(self.src) or '(example run)'}:** {md_escape(self.error)}\n")
+
+    @property
+    def iterations(self) -> pd.DataFrame:
+        return analysis._frame(self.run, "iterations") if self.ok else pd.DataFrame()
+
+    @property
+    def goal_specs(self) -> dict:
+        return dict(self.cfg.get("goals", {})) if self.ok else {}
+
+    def _label(self) -> str:
+        m = (self.run.manifest or {}) if self.ok else {}
+        prof = m.get("profile") or {}
+        name = prof.get("name") if isinstance(prof, Mapping) else prof
+        # no code spans: md_escape's backslashes would show literally inside them
+        return (f"run {md_escape(m.get('run_id') or self.path)} · runner {md_escape(m.get('runner') or 'n/a')} · "
+                f"scenario {md_escape(m.get('scenario') or 'n/a')} · profile {md_escape(name or 'n/a')}")
+
+
+class Audit(_View):
+    """What notebooks/audit.ipynb shows. Every method returns something displayable or None."""
+
+    def header(self):
+        """Generated / Iterations / Verdict lines (seed header)."""
+        if not self.ok:
+            return self.problem()
+        s = self.snap
+        its = s["iterations_analyzed"]
+        rng = f"iterations {its[0]}-{its[-1]}" if its else "no ok iterations"
+        verdict = ("PASS - READY FOR PROD-FREEZE" if s["verdict"] == "PASS"
+                   else f"{s['verdict']} - Additional tuning recommended")
+        lines = [f"**Generated:** {s['timestamp']}", "",
+                 f"**Iterations:** {s['iterations_total']} (analyzing last-{s['last_n']}: {rng})", "",
+                 f"**Verdict:** {verdict}", "", f"**Source:** {self._label()}"]
+        lines += [f"\n> note: {md_escape(n)}" for n in s.get("notes", [])]
+        return _md("\n".join(lines) + "\n")
+
+    def verdict_text(self) -> str:
+        """Deterministic one-screen verdict (the nbval-checked cell prints this)."""
+        if not self.ok:
+            return f"no verdict: {self.error}"
+        s = self.snap
+        goals = " ".join(f"{k}={g.get('status')}" for k, g in s["goals"].items())
+        its = s["iterations_analyzed"]
+        return (f"verdict: {s['verdict']}\n"
+                f"goals met: {s['pass_count_last_n']}/{len(s['goals'])} ({goals})\n"
+                f"window: {len(its)} iteration(s) of {s['iterations_total']}, freeze_ready: {s['freeze_ready']}")
+
+    def executive_summary(self):
+        """| Metric | Target | Last-n Value | Status | for each goal."""
+        if not self.ok:
+            return None
+        rows = ["| Metric | Target | Last-n Value | Status |", "|---|---|---|---|"]
+        for k, g in self.snap["goals"].items():
+            st = g.get("status")
+            mark = {"PASS": "[OK]", "WARN": "[WARN]", "FAIL": "[FAIL]"}.get(st, f"[{st}]")
+            rows.append(f"| {md_escape(k)} ({g.get('agg')}) | {md_escape(g.get('op'))} {_fmt(g.get('hard'))} | "
+                        f"{_fmt(g.get('value'))} | {mark} |")
+        return _md("\n".join(rows) + "\n")
+
+    def kpi_table(self):
+        """All iterations vs last-n: mean, median, min, max and trend per metric (Markdown table)."""
+        if not self.ok:
+            return None
+        return _md(frame_markdown(self.kpi_frame()))
+
+    def kpi_frame(self) -> pd.DataFrame | None:
+        """The same as a DataFrame (for analysts)."""
+        if not self.ok:
+            return None
+        rows = []
+        for m, a in self.snap["kpi_all"].items():
+            last = self.snap["kpi_last_n"].get(m, {})
+            op = (self.goal_specs.get(m) or {}).get("op")
+            rows.append({"metric": m, "all mean": a["mean"], "all median": a["median"],
+                         "all min": a["min"], "all max": a["max"],
+                         "last-n mean": last.get("mean"), "last-n median": last.get("median"),
+                         "last-n min": last.get("min"), "last-n max": last.get("max"),
+                         "trend": last.get("trend"),
+                         "direction": analysis.direction(str(last.get("trend")), op)})
+        return pd.DataFrame(rows).set_index("metric")
+
+    def sparklines(self):
+        """Unicode sparkline per goal metric over all iterations (seed §6.1, Unicode not ASCII)."""
+        if not self.ok:
+            return None
+        it = self.iterations
+        names = [m for m in self.snap["kpi_all"]]
+        lines = [f"{m:20s} [{sparkline(pd.to_numeric(it[m], errors='coerce').tolist())}]" for m in names]
+        return _md(f"Metric trends over {len(it)} iterations (one character per iteration, low ▁ to high █; "
+                   "blank = failed):\n\n```\n" + "\n".join(lines) + "\n```\n")
+
+    def _plot(self, fn, *args):
+        if not self.ok:
+            return None
+        return _png(fn(*args, self.cfg))
+
+    def trend_charts(self):
+        return self._plot(plots.kpi_trends, self.iterations, self.goal_specs, self.snap.get("iterations_analyzed"))
+
+    def pnl_chart(self):
+        return self._plot(plots.pnl_decomposition, self.iterations)
+
+    def latency_chart(self):
+        return self._plot(plots.latency, self.iterations, self.goal_specs)
+
+    def inventory_chart(self):
+        return self._plot(plots.inventory, self.iterations)
+
+    def blocks_chart(self):
+        return self._plot(plots.block_reasons, analysis._frame(self.run, "blocks"))
+
+    def params_chart(self):
+        if not self.ok:
+            return None
+        return _png(plots.param_trajectories(analysis._frame(self.run, "params"),
+                                             analysis._frame(self.run, "decisions"), registry(self.cfg), self.cfg))
+
+    def guards(self):
+        """Guard activations in the window, delta application and skip reasons (seed headings)."""
+        if not self.ok:
+            return None
+        g = self.snap["guards_last_n"]
+        t = self.snap["tuning_summary"]
+        out = ["### Guard Activations", "", "| Guard Type | Count | Iterations |", "|---|---|---|"]
+        for k, c in g["counts"].items():
+            its = g["iterations"].get(k, [])
+            shown = ", ".join(str(i) for i in its[:10]) + (f" … (+{len(its) - 10} more)" if len(its) > 10 else "")
+            out.append(f"| {md_escape(k)} | {c} | {shown or '-'} |")
+        out += ["", "### Delta Application", "",
+                f"- **Applied:** {t['applied_count']} iteration(s) changed parameters"
+                + (f" ({_short_list(t['applied_iterations'])})" if t["applied_iterations"] else ""),
+                f"- **Changed Keys:** {md_escape(', '.join(t['changed_keys'])) or 'none'}",
+                f"- **Proposals:** {t['proposals']}; decisions: "
+                + (", ".join(f"{md_escape(k)} {v}" for k, v in t["decisions"].items()) or "none"),
+                "- **Clamped/blocked by guard:** "
+                + (", ".join(f"{md_escape(k)} {v}" for k, v in t["blocked_by_guard"].items()) or "none"),
+                "", "### Skip Reasons", ""]
+        out += [f"- {md_escape(k)}: {v}" for k, v in t["skip_reasons"].items()] or ["- none"]
+        return _md("\n".join(out) + "\n")
+
+    def anomalies(self):
+        """Peak p95 / risk / adverse p95 with their iteration, and frequent guards."""
+        if not self.ok:
+            return None
+        pk = analysis.peaks(self.iterations, ["p95_latency_ms", "risk_ratio", "adverse_bps_p95"])
+        out = [f"- **Peak {md_escape(m)}:** {_fmt(v['value'])} (iteration {v['iteration']})" for m, v in pk.items()]
+        lim = int(self.cfg["snapshot"]["anomaly_guard_count"])
+        for k, c in self.snap["guards_last_n"]["counts"].items():
+            if c > lim:
+                out.append(f"- {md_escape(k)} guard fired in {c} iterations of the window (more than {lim}): "
+                           "review whether these are false positives")
+        return _md("\n".join(out or ["- none"]) + "\n")
+
+    def verification(self):
+        """Delta verification (soaklib.judge.verify) as Markdown."""
+        if not self.ok:
+            return None
+
+        try:
+            rep = verify_run(self.run, self.cfg)
+        except SoakError as exc:
+            return _md(f"> delta verification unavailable: {md_escape(exc)}\n")
+        text = rep.to_markdown()
+        # demote its headings under our section heading
+        return _md("\n".join(("##" + ln) if ln.startswith("#") else ln for ln in text.splitlines()) + "\n")
+
+    def failures(self):
+        """Failed iterations with their reasons, gaps, and loader warnings."""
+        if not self.ok:
+            return None
+        return _md(failures_section(self.run, self.snap))
+
+    def final_assessment(self):
+        """All goals met, or which are not and what to look at next (computed from the snapshot)."""
+        if not self.ok:
+            return None
+        return _md(final_assessment(self.snap))
+
+
+def frame_markdown(df: pd.DataFrame | None) -> str:
+    """A DataFrame as a Markdown table (cells escaped, floats to 4 significant digits)."""
+    if df is None or df.empty:
+        return "(no data)\n"
+    head = [str(df.index.name or "")] + [str(c) for c in df.columns]
+    out = ["| " + " | ".join(md_escape(h) for h in head) + " |", "|" + "---|" * len(head)]
+    for idx, row in df.iterrows():
+        out.append("| " + " | ".join([md_escape(idx)] + [md_escape(v) if isinstance(v, str) else _fmt(v) for v in row.tolist()]) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _short_list(its: list[int], k: int = 10) -> str:
+    return ", ".join(str(i) for i in its[:k]) + (f" … (+{len(its) - k} more)" if len(its) > k else "")
+
+
+def failures_section(run, snap: Mapping[str, Any]) -> str:
+    """Markdown list of failed iterations (reason, stderr tail), gaps and loader warnings."""
+    out = []
+    failed = set(snap.get("iterations_failed", []))
+    for rec in getattr(run, "records", None) or []:
+        if rec.get("iteration") in failed:
+            f = rec.get("failure") or {}
+            tail = str(f.get("stderr_tail") or "").strip().splitlines()[-1:] or [""]
+            out.append(f"- iteration {rec['iteration']}: {md_escape(f.get('reason') or 'failed')}"
+                       + (f" (stderr: {md_escape(tail[0][:200])})" if tail[0] else ""))
+    if snap.get("gaps"):
+        out.append(f"- missing iteration files: {_short_list(snap['gaps'])}")
+    out += [f"- loader warning: {md_escape(w)}" for w in (getattr(run, "warnings", None) or [])]
+    return "\n".join(out or ["- no failed iterations, no gaps"]) + "\n"
+
+
+def final_assessment(snap: Mapping[str, Any]) -> str:
+    bad = [(k, g) for k, g in snap["goals"].items() if g.get("status") not in ("PASS",)]
+    if not bad:
+        return ("All goals met over the last-N window"
+                + (" and the tuner reports freeze-ready." if snap["freeze_ready"] else
+                   "; the tuner has not reported freeze-ready, so parameters may still move.") + "\n")
+    lines = ["[WARN] **Goals not met:**", ""]
+    for k, g in bad:
+        trend = (snap["kpi_last_n"].get(k) or {}).get("trend", "n/a")
+        lines.append(f"- {md_escape(k)}: {g.get('agg')} = {_fmt(g.get('value'))}, target {g.get('op')} "
+                     f"{_fmt(g.get('hard'))} → {g.get('status')} (trend over the window: {trend})"
+                     + (f"; {md_escape(g['note'])}" if g.get("note") else ""))
+    lines += ["", "See RECOMMENDATIONS for the computed candidate changes."]
+    return "\n".join(lines) + "\n"
+
+
+class Advice(_View):
+    """What notebooks/recommendations.ipynb shows."""
+
+    def __init__(self, src: str = "", last_n: int = 8, config: str = "", simulate: bool = True):
+        super().__init__(src, last_n, config)
+        self.result = None
+        if self.ok:
+            try:
+                self.result = recommend.recommend(self.run, self.cfg, int(last_n), snapshot=self.snap,
+                                                  simulate=bool(simulate))
+            except SoakError as exc:
+                self.error = str(exc)
+
+    def header(self):
+        if not self.ok:
+            return self.problem()
+        status = {"PASS": "PROD-READY", "INCONCLUSIVE": "NOT ENOUGH DATA"}.get(self.snap["verdict"], "TUNING NEEDED")
+        return _md(f"**Generated:** {self.snap['timestamp']}\n\n**Status:** {status}\n\n"
+                   f"**Source:** {self._label()}\n")
+
+    def status(self):
+        if not self.ok:
+            return None
+        return _md(self.result.status_markdown())
+
+    def table(self) -> pd.DataFrame | None:
+        if not self.ok:
+            return None
+        return self.result.table()
+
+    def details(self):
+        if not self.ok:
+            return None
+        return _md(self.result.details_markdown())
+
+    def chart(self):
+        if not self.ok:
+            return None
+        return _png(plots.recommendation_chart(self.result, self.cfg))
+
+    def notes(self):
+        if not self.ok:
+            return None
+        return _md(self.result.notes_markdown())
+
+
+# --------------------------------------------------------------------------- soak report
+
+@dataclass
+class ReportResult:
+    out_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    verdict: str = ""
+
+    @property
+    def html(self) -> Path:
+        return self.files["audit_html"]
+
+
+def render(src: str | os.PathLike, *, last_n: int | None = None, config: str | os.PathLike | None = None,
+           out_dir: str | os.PathLike | None = None, kernel: str | None = None,
+           simulate: bool = True) -> ReportResult:
+    """Execute both notebooks over a run and render them; write the snapshot and FAILURES.md.
+
+    Output goes to ``RUN/reports/analysis`` (or ``out_dir``). Bad input raises InputError before
+    any notebook runs; a failing notebook leaves its partly executed copy and raises ReportError
+    naming the cell.
+    """
+    t0 = time.perf_counter()
+    cfg = load_config(config)
+    n = int(last_n if last_n is not None else cfg["report"]["last_n"])
+    if n < 1:
+        raise InputError(f"--last-n must be >= 1, got {n}", field="last_n")
+    path = Path(src)
+    kernel = kernel or str(cfg["report"]["kernel"])
+    timeout = float(cfg["report"]["cell_timeout_s"])
+    # The kernels take about a second to come up: each worker launches its kernel now (no notebook
+    # runs yet) so the start overlaps loading the run and computing the snapshot; bad input shuts
+    # them down again. A worker keeps its kernel in its own thread (and event loop) throughout.
+    early = path.is_dir()
+    ctx: dict[str, Any] = {}
+    go = threading.Event()
+    launched = {name: threading.Event() for name in NOTEBOOKS}
+
+    def job(name: str, stem: str) -> tuple[float, float, Path, Path] | None:
+        try:
+            km = _start_kernel(kernel, name) if early else None
+        finally:
+            launched[name].set()
+        import papermill  # noqa: F401 - imported while the kernel boots, not after the go
+        go.wait()
+        if "params" not in ctx:  # bad input: no notebook runs
+            _stop_kernel(km)
+            return None
+        out = ctx["out"]
+        try:
+            took, nb = _execute(name, out / f"{stem}.ipynb", ctx["params"], kernel, timeout, km)
+        except BaseException:
+            if km is not None and km.has_kernel:  # papermill never took it over
+                _stop_kernel(km)
+            raise
+        # each notebook is rendered as soon as it has run, overlapping the other's execution
+        t1 = time.perf_counter()
+        html, md = _export(nb, out, stem)  # the executed copy as written, not read back
+        return took, time.perf_counter() - t1, html, md
+
+    # the two notebooks are independent: execute them side by side (one kernel process each)
+    with ThreadPoolExecutor(max_workers=len(NOTEBOOKS)) as pool:
+        futs = {name: pool.submit(job, name, stem) for name, stem in NOTEBOOKS.items()}
+        try:
+            # let the launches have the interpreter first: the kernels' boot is the longer path
+            for ev in launched.values():
+                ev.wait(5.0)
+            res, run = _analyse(path, config, n, out_dir)
+            ctx["params"] = {"src": str(Path(run.path).resolve()), "last_n": n,
+                             "config": str(Path(config).resolve()) if config else "", "simulate": bool(simulate)}
+            ctx["out"] = res.out_dir
+        finally:
+            go.set()
+        errors = []
+        for name, fut in futs.items():
+            try:
+                took, rend, html, md = fut.result()
+            except ReportError as exc:
+                errors.append(exc)
+                continue
+            res.seconds[name] = took
+            res.seconds["render"] = res.seconds.get("render", 0.0) + rend
+            res.files[f"{name}_html"], res.files[f"{name}_md"] = html, md
+            res.files[f"{name}_ipynb"] = res.out_dir / f"{NOTEBOOKS[name]}.ipynb"
+    if errors:
+        raise errors[0]
+    res.seconds["total"] = time.perf_counter() - t0
+    return res
+
+
+def _analyse(path: Path, config, n: int, out_dir):
+    """Open the run, write the snapshot and FAILURES.md (in-process, before the notebooks)."""
+    t1 = time.perf_counter()
+    run = open_run(path)
+    cfg = run_config(run, config or None)  # the goals the run was made with, unless --config
+    if analysis._frame(run, "iterations").empty:
+        raise InputError("the run has no iterations yet: nothing to report", path=path)
+    snap = analysis.snapshot(run, cfg, n)
+    out = Path(out_dir) if out_dir else Path(run.path) / ANALYSIS_DIR
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportError(f"cannot create the report directory: {exc.strerror or exc}", path=out) from None
+    res = ReportResult(out_dir=out, verdict=snap["verdict"])
+    res.files["snapshot"] = out / "POST_SOAK_SNAPSHOT.json"
+    _io.write_json(res.files["snapshot"], snap)
+    res.files["failures"] = out / "FAILURES.md"
+    _io.write_text(res.files["failures"], failures_markdown(run, snap))
+    res.seconds["analysis"] = time.perf_counter() - t1
+    return res, run
+
+
+# the kernel's own start/stop chatter is not the user's business; no IPython history file
+_KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL", "--HistoryManager.hist_file=:memory:"]
+
+
+def preload(name: str) -> None:
+    """Import what notebook ``name``'s cells will use (run by ``soak report``'s kernels while they
+    boot, during the time the parent is still loading the run; the cells then find the modules
+    loaded). Only imports: no state, nothing shown."""
+    mods = ["pandas", "IPython.display", "soaklib.store.loader", "soaklib.judge.analysis", "soaklib.judge.gate"]
+    if name == "audit":
+        # the charts: matplotlib's Figure and the Agg canvas savefig draws with
+        mods += ["soaklib.publish.plots", "soaklib.core.params", "soaklib.judge.verify", "matplotlib.backends.backend_agg"]
+    elif name == "recommendations":
+        mods += ["soaklib.judge.recommend"]
+    for m in mods:
+        _imp.import_module(m)
+
+
+def _start_kernel(kernel_name: str, name: str | None = None):
+    """Launch a kernel (without waiting for it to be ready) in the calling thread's event loop; None
+    when that fails: papermill then starts its own and reports the problem in its words. The
+    kernel first imports what notebook ``name`` needs (``preload``)."""
+    try:
+        from jupyter_client.manager import AsyncKernelManager
+        from jupyter_core.utils import run_sync
+
+        km = AsyncKernelManager(kernel_name=kernel_name)
+        args = list(_KERNEL_ARGS)
+        if name is not None and km.ipykernel:
+            # IPython runs exec_lines before it answers the first request; the names it binds are
+            # hidden from %who and the lines do not count as executions
+            args.append(f"--IPKernelApp.exec_lines=from soaklib import reports as _r; _r.preload({name!r}); del _r")
+        run_sync(km.start_kernel)(extra_arguments=args)
+        return km
+    except Exception:  # noqa: BLE001 - see above
+        return None
+
+
+def _stop_kernel(km) -> None:
+    if km is None:
+        return
+    try:
+        from jupyter_core.utils import run_sync
+
+        run_sync(km.shutdown_kernel)(now=True)
+    except Exception:  # noqa: BLE001 - best effort on the error path
+        pass
+
+
+def _manager_class(km):
+    """A kernel-manager class whose construction yields the already started ``km``: nbclient sees
+    a kernel that is up, skips its own launch, and still owns (and shuts down) the kernel."""
+
+    class _Started(type(km)):
+        def __new__(cls, *args, **kwargs):
+            return km
+
+    return _Started
+
+
+def _execute(name: str, out_nb: Path, params: dict, kernel: str, timeout: float, km=None):
+    """Run one notebook with papermill into ``out_nb``; (seconds, the executed notebook)."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    t = time.perf_counter()
+    p = {k: v for k, v in params.items() if k in PARAMS[name].__dataclass_fields__}
+    extra = {"kernel_manager_class": _manager_class(km)} if km is not None else {}
+    try:
+        nb = pm.execute_notebook(str(notebook_path(name)), str(out_nb), parameters=p, kernel_name=kernel,
+                                 progress_bar=False, log_output=False, execution_timeout=timeout, cwd=None,
+                                 # no rewrite of the whole notebook after every cell; papermill still
+                                 # saves the partly executed copy when a cell fails
+                                 request_save_on_cell_execute=False, autosave_cell_every=0,
+                                 extra_arguments=list(_KERNEL_ARGS),
+                                 # every cell's outputs are in by then: stop the kernel at once instead of
+                                 # asking it to shut down and polling until it has (~0.3 s per notebook)
+                                 shutdown_kernel="immediate", **extra)
+    except PapermillExecutionError as exc:
+        first = next((ln.strip() for ln in (exc.source or "").splitlines() if ln.strip()), "")
+        first = first if len(first) <= 60 else first[:57] + "..."
+        # the execution count includes papermill's injected-parameters cell: the source line is what
+        # finds the cell in the template
+        raise ReportError(f"{name} notebook failed in cell {exc.exec_count} `{first}` ({exc.ename}: "
+                          f"{str(exc.evalue).splitlines()[0] if exc.evalue else ''}); partly executed copy kept",
+                          path=out_nb) from None
+    except Exception as exc:  # kernel died, timeout, missing kernel: one line, not a traceback
+        raise ReportError(f"{name} notebook could not run: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                          path=out_nb) from None
+    return time.perf_counter() - t, nb
+
+
+_EXPORT_LOCK = threading.Lock()
+_EXPORTERS: dict[str, Any] = {}
+
+
+def _exporters():
+    """The HTML and Markdown exporters, built once per process (template loading and compiling is
+    most of an export's cost); callers hold ``_EXPORT_LOCK``."""
+    if not _EXPORTERS:
+        from nbconvert import HTMLExporter, MarkdownExporter
+
+        opts = dict(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+        _EXPORTERS["html"] = HTMLExporter(embed_images=True, **opts)
+        _EXPORTERS["md"] = MarkdownExporter(**opts)
+    return _EXPORTERS["html"], _EXPORTERS["md"]
+
+
+_REMOTE_SCRIPT = re.compile(r'<script\b[^>]*\bsrc="(?:https?:)?//[^"]*"[^>]*>\s*</script>\s*', re.I)
+_MODULE_SCRIPT = re.compile(r'<script type="module">(?:(?!</script>).)*?https?://(?:(?!</script>).)*</script>\s*',
+                            re.S | re.I)
+
+
+def _self_contained(html: str) -> str:
+    """Drop the template's CDN loaders (require.js, MathJax, mermaid): the audit has no math, widgets
+    or diagrams, and a shared HTML audit must open offline and run no third-party code."""
+    return _MODULE_SCRIPT.sub("", _REMOTE_SCRIPT.sub("", html))
+
+
+def _export(nb, out: Path, stem: str) -> tuple[Path, Path]:
+    """Render an executed notebook (a NotebookNode, or the path of one) to ``STEM.html`` and
+    ``STEM.md`` (+ ``STEM_files/``) in ``out``."""
+    import nbformat
+
+    if not isinstance(nb, nbformat.NotebookNode):
+        nb = nbformat.read(str(nb), as_version=4)
+    else:
+        nb = nbformat.from_dict(nb)  # a copy: the cell filter below must not touch the caller's
+    # papermill's own banner cells and parameter cells are not part of the report
+    nb.cells = [c for c in nb.cells if not ({"injected-parameters", "parameters", "papermill-error-cell-tag"}
+                                            & set(c.get("metadata", {}).get("tags", [])))]
+    files_dir = f"{stem}_files"
+    with _EXPORT_LOCK:
+        html_exp, md_exp = _exporters()
+        body, _ = html_exp.from_notebook_node(nb)
+        mdbody, resources_ = md_exp.from_notebook_node(nb, resources={"output_files_dir": files_dir})
+    body = _self_contained(body)
+    html_path, md_path = out / f"{stem}.html", out / f"{stem}.md"
+    writes = [(html_path, body.encode("utf-8")), (md_path, mdbody.encode("utf-8"))]
+    for rel, data in (resources_.get("outputs") or {}).items():
+        writes.append((out / rel, data))
+    for d in {w[0].parent for w in writes}:
+        d.mkdir(parents=True, exist_ok=True)
+    # each atomic write waits for its fsync (which releases the GIL): issue them side by side
+    with ThreadPoolExecutor(max_workers=min(8, len(writes))) as pool:
+        list(pool.map(lambda w: _io.atomic_write_bytes(*w), writes))
+    return html_path, md_path
+
+
+def failures_markdown(run, snap: Mapping[str, Any]) -> str:
+    """FAILURES.md with the seed's headings: KPI goals not met plus failed iterations."""
+    bad = [k for k, g in snap["goals"].items() if g.get("status") not in ("PASS", "WARN")]
+    failed = snap.get("iterations_failed") or []
+    status = "FAILURES DETECTED" if bad or failed else "NO FAILURES"
+    lines = ["# Soak Test Failures Report", "", f"**Generated:** {snap['timestamp']}", "", f"**Status:** {status}", ""]
+    if bad:
+        lines += ["## Summary: KPI Targets Not Met [WARN]", ""]
+    elif failed:
+        lines += ["## Summary: KPI Targets Met, Iterations Failed [WARN]", ""]
+    else:
+        lines += ["## Summary: No Failures [OK]", ""]
+    for k, g in snap["goals"].items():
+        mark = "[OK]" if g.get("status") in ("PASS", "WARN") else "[FAIL]"
+        lines.append(f"- {md_escape(k)}: {mark} ({g.get('agg')} {_fmt(g.get('value'))} {g.get('op')} "
+                     f"{_fmt(g.get('hard'))}, {g.get('status')})")
+    if bad:
+        lines += ["", "**Action Required:** see POST_SOAK_AUDIT and RECOMMENDATIONS."]
+    lines += ["", "## Failed Iterations", "", failures_section(run, snap).rstrip(), "",
+              f"*Generated by soaklib report at {snap['timestamp']}*", ""]
+    return "\n".join(lines)
+
+
+__all__ = ["Audit", "Advice", "AuditParams", "RecommendationsParams", "PARAMS", "render", "ReportResult",
+           "example_run", "notebook_path", "html_escape"]

@@ -1,0 +1,126 @@
+"""Annotated release tag for a verified bundle (DESIGN §11).
+
+The message carries the gate verdict, the KPI summary, the applied-delta count and the active
+guards. git never prompts (no terminal, no editor: the message goes in on stdin with ``-F -``).
+``dry_run`` runs only read-only git commands and writes nothing anywhere.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from soaklib.core import io as _io
+from soaklib.core.errors import InputError, RunnerError
+from soaklib.publish.bundle import MANIFEST, verify_bundle
+
+
+@dataclass
+class TagResult:
+    tag: str
+    repo: Path
+    commit: str
+    message: str
+    dry_run: bool
+    replaced: bool
+    command: list[str]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(GIT_TERMINAL_PROMPT="0", GIT_EDITOR="true", EDITOR="true", VISUAL="true", GIT_ASKPASS="",
+               SSH_ASKPASS="", GIT_PAGER="cat", LC_ALL="C")
+    env.pop("GIT_ASKPASS")
+    env.pop("SSH_ASKPASS")
+    return env
+
+
+def _git(repo: Path, *args: str, input_text: str | None = None) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["git", "-C", str(repo), *args], input=input_text, capture_output=True, text=True,
+                              env=_env(), stdin=None if input_text is not None else subprocess.DEVNULL,
+                              timeout=60)
+    except FileNotFoundError:
+        raise InputError("git is not installed (Debian package: git)") from None
+    except subprocess.TimeoutExpired:
+        raise RunnerError(f"git {' '.join(args)} did not finish within 60 s", path=repo) from None
+
+
+def check_tag_name(tag: str, repo: Path | None = None) -> str:
+    """InputError (exit 2) unless ``git check-ref-format`` accepts refs/tags/<tag>."""
+    if not tag or tag.startswith("-"):
+        raise InputError(f"tag name {tag!r} is not a valid git tag name", field="--tag")
+    r = _git(repo or Path.cwd(), "check-ref-format", f"refs/tags/{tag}")
+    if r.returncode != 0:
+        raise InputError(f"tag name {tag!r} is rejected by git check-ref-format", field="--tag")
+    return tag
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "n/a" if v is None else str(v)
+
+
+def tag_message(tag: str, manifest: Mapping[str, Any], bundle: Path, manifest_sha: str) -> str:
+    """The annotated tag's message, from a verified bundle's MANIFEST ``release`` block."""
+    rel = manifest.get("release") or {}
+    gate = rel.get("gate") or {}
+    w = gate.get("window")
+    lines = [f"soak-validated release {tag}", "",
+             f"Verdict: {manifest.get('verdict', 'n/a')}",
+             f"Bundle version: {manifest.get('version', 'n/a')}",
+             f"Run: {rel.get('run_id') or 'n/a'} ({rel.get('iterations', 'n/a')} iterations)", "",
+             f"KPI summary (last {gate.get('last_n', 'n/a')} ok iterations"
+             + (f", iterations {w[0]}-{w[1]}):" if w else ", no ok iterations):")]
+    for g in gate.get("goals") or []:
+        lines.append(f"  {g.get('kpi')}: {g.get('agg')}={_fmt(g.get('value'))} "
+                     f"(goal {g.get('op')} {_fmt(g.get('hard'))}) {g.get('status')}")
+    guards = rel.get("active_guards") or []
+    changed = rel.get("changed_params") or []
+    lines += ["",
+              f"Applied deltas: {rel.get('applied_deltas', 0)} parameter change(s) in "
+              f"{len(rel.get('applied_iterations') or [])} iteration(s)",
+              "Changed vs previous: " + (", ".join(changed) if changed else "none")
+              + (f" (previous release {rel['previous_version']})" if rel.get("previous_version") else ""),
+              "Active guards: " + ("; ".join(guards) if guards else "none"), "",
+              f"Bundle: {bundle}",
+              f"MANIFEST.json sha256: {manifest_sha}", ""]
+    return "\n".join(lines)
+
+
+def make_tag(bundle: str | os.PathLike, tag: str, *, repo: str | os.PathLike = ".", dry_run: bool = False,
+             force: bool = False) -> TagResult:
+    """Create the annotated tag ``tag`` at HEAD of ``repo`` for the verified bundle.
+
+    InputError (exit 2): bad tag name, not a git repo, no commit, tag exists without ``force``.
+    CheckFailed (exit 1): the bundle does not verify.
+    """
+    repo_p = Path(repo)
+    if not repo_p.is_dir():
+        raise InputError("repository directory not found", path=repo_p)
+    top = _git(repo_p, "rev-parse", "--show-toplevel")
+    if top.returncode != 0:
+        raise InputError("not a git repository", path=repo_p)
+    check_tag_name(tag, repo_p)
+    b = Path(bundle)
+    res = verify_bundle(b)  # a tampered bundle is never tagged
+    head = _git(repo_p, "rev-parse", "--verify", "-q", "HEAD^{commit}")
+    if head.returncode != 0:
+        raise InputError("the repository has no commit to tag", path=repo_p)
+    commit = head.stdout.strip()
+    exists = _git(repo_p, "rev-parse", "-q", "--verify", f"refs/tags/{tag}").returncode == 0
+    if exists and not force:
+        raise InputError(f"tag {tag!r} already exists; pass --force to replace it", path=repo_p, field="--tag")
+    msg = tag_message(tag, res.manifest, b.resolve(), _io.sha256_file(b / MANIFEST))
+    cmd = ["git", "-C", str(repo_p), "tag", "-a", "--no-sign", "--cleanup=verbatim"] + (["-f"] if exists else []) \
+        + ["-F", "-", tag, commit]
+    if dry_run:
+        return TagResult(tag=tag, repo=repo_p, commit=commit, message=msg, dry_run=True, replaced=exists, command=cmd)
+    r = _git(repo_p, *cmd[3:], input_text=msg)
+    if r.returncode != 0:
+        err = (r.stderr or r.stdout).strip().splitlines()
+        raise InputError(f"git tag failed: {err[-1] if err else 'exit ' + str(r.returncode)}", path=repo_p)
+    return TagResult(tag=tag, repo=repo_p, commit=commit, message=msg, dry_run=False, replaced=exists, command=cmd)

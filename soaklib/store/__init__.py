@@ -1,0 +1,1 @@
+"""Store: the run directory (every file name), the one loader, the earlier toolkit's layouts."""

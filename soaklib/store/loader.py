@@ -1,0 +1,135 @@
+"""Reading runs: ``open_run(path) -> Run``, the one loader every command and notebook uses.
+
+Layouts: a soaklib run dir (``run.json`` + ``ITER_SUMMARY_<n>.json``) or ``runs/latest``; the
+seed-toolkit layouts are handled by ``soaklib.store.legacy`` (hooked in ``_open_seed`` below). Records are
+validated against the shipped schema when read; iterations are ordered numerically with no cap,
+and missing iteration numbers are reported in ``Run.gaps`` and ``Run.warnings``.
+
+The frame builders (``iterations_frame``, ``params_frame``, ``decisions_frame``, ``blocks_frame``)
+take a list of normalised records and are public so analysis code can reuse them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from soaklib.core import io as _io
+from soaklib.core.config import defaults
+from soaklib.core.errors import RecordError
+from soaklib.core.records import tuning_report, validate_record
+from soaklib.core.run import Run
+from soaklib.store import legacy
+
+MANIFEST = "run.json"
+TUNING_REPORT = "TUNING_REPORT.json"
+SNAPSHOT = Path("reports") / "analysis" / "POST_SOAK_SNAPSHOT.json"
+# ---------------------------------------------------------------------------------------------
+# opening
+
+
+def find_gaps(numbers: Iterable[int], upto: int = 0) -> list[int]:
+    """Iteration numbers missing from 1..max(numbers, upto)."""
+    have = set(numbers)
+    top = max(list(have) + [upto, 0])
+    return [i for i in range(1, top + 1) if i not in have]
+
+
+def record_files(d: Path) -> dict[int, Path]:
+    """``{n: path}`` of ITER_SUMMARY files in ``d`` (numeric order; padded names are accepted).
+
+    File names are parsed by the one reader of them (``seed.iter_files``: 1 <= n <= the configured
+    maximum, no two files for one iteration); a record that is a directory or a symlink leaving the
+    run directory is refused.
+    """
+    root = d.resolve()
+    found = legacy.iter_files(d, int(defaults()["seed"]["max_iteration_number"]))
+    for f in found.values():
+        if f.is_symlink() and not f.resolve().is_relative_to(root):
+            raise RecordError(f"symlink points outside the run directory (to {f.resolve()}); refusing to read it",
+                              path=f)
+        if f.is_dir():
+            raise RecordError("is a directory, expected an ITER_SUMMARY JSON file", path=f)
+    return found
+
+
+def read_records(d: Path) -> list[dict]:
+    """Read and validate every ITER_SUMMARY of a soaklib run dir, in iteration order."""
+    out = []
+    for n, f in record_files(d).items():
+        rec = validate_record(_io.read_json(f), f)
+        if rec["iteration"] != n:
+            raise RecordError(f"expected {n} (from the file name), got {rec['iteration']}", path=f, field="iteration")
+        out.append(rec)
+    return out
+
+
+def _open_soaklib(p: Path) -> Run:
+    manifest = _io.read_json(p / MANIFEST)
+    if not isinstance(manifest, dict) or "run_id" not in manifest:
+        raise RecordError("not a soaklib run manifest, expected an object with run_id", path=p / MANIFEST)
+    records = read_records(p)
+    warnings: list[str] = []
+    done = manifest.get("iterations_done") if isinstance(manifest.get("iterations_done"), int) else 0
+    planned = manifest.get("iterations_planned") if isinstance(manifest.get("iterations_planned"), int) else 0
+    if done > max(planned, 0):
+        raise RecordError(f"iterations_done {done} exceeds iterations_planned {planned}", path=p / MANIFEST,
+                          field="iterations_done")
+    gaps = find_gaps((r["iteration"] for r in records), done)
+    if gaps:
+        warnings.append(f"missing iterations: {', '.join(map(str, gaps))}")
+    status = manifest.get("status")
+    if status != "completed":
+        warnings.append(f"run status is {status!r} ({len(records)} of {manifest.get('iterations_planned')} "
+                        "planned iterations recorded)")
+    failed = [r["iteration"] for r in records if r["status"] == "failed"]
+    if failed:
+        warnings.append(f"failed iterations: {', '.join(map(str, failed))}")
+    tr = None
+    if (p / TUNING_REPORT).is_file():
+        try:
+            tr = _io.read_json(p / TUNING_REPORT)
+        except RecordError as exc:
+            warnings.append(f"{exc}; recomputed from the records")
+    if not isinstance(tr, dict) or len(tr.get("iterations") or []) != len(records):
+        if tr is not None and isinstance(tr, dict):
+            warnings.append("TUNING_REPORT.json does not match the records; recomputed from the records")
+        tr = tuning_report(records)
+    snapshot = None
+    if (p / SNAPSHOT).is_file():
+        # a derived file: a broken one must not lock out `soak report`, which rewrites it
+        try:
+            snapshot = _io.read_json(p / SNAPSHOT)
+        except RecordError as exc:
+            warnings.append(f"{exc}; ignored (run `soak report` to rewrite it)")
+        if snapshot is not None and not isinstance(snapshot, dict):
+            warnings.append(f"{p / SNAPSHOT}: expected a JSON object; ignored (run `soak report` to rewrite it)")
+            snapshot = None
+    return Run(path=p, layout="soaklib", dialect="soaklib", manifest=manifest, records=records, gaps=gaps,
+               warnings=warnings, tuning_report=tr, snapshot=snapshot)
+
+
+def _open_seed(p: Path) -> Run | None:
+    """Seed-toolkit layouts (``soaklib.store.legacy``); None when ``p`` is not one."""
+    return legacy.open_seed_run(p)
+
+
+def open_run(path: str | Path) -> Run:
+    """Open a run: a soaklib run dir, ``runs/latest``, or a seed layout (via ``soaklib.store.legacy``).
+
+    Raises RecordError naming the path when it is not a run, or when a record is invalid.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise RecordError("no such run directory", path=p)
+    if p.is_file():
+        if p.name == MANIFEST:
+            p = p.parent
+        else:
+            raise RecordError("expected a run directory, got a file", path=p)
+    p = p.resolve()
+    if (p / MANIFEST).is_file():
+        return _open_soaklib(p)
+    run = _open_seed(p)
+    if run is not None:
+        return run
+    raise RecordError("not a run directory: no run.json and no recognised ITER_SUMMARY layout", path=p)

@@ -1,0 +1,1 @@
+"""Tuning: the tuner, the guards between iterations and the soak loop."""

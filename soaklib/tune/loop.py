@@ -1,0 +1,239 @@
+"""The soak loop (DESIGN §3) and resume.
+
+Per iteration n: seed_n from (run seed, n) only; window start (n-1)·duration_s; the runner runs
+with the current parameters; the record is built, the tuner decides from the history 1..n
+(``soaklib.tune.tuner.decide``, a pure function), the record is written once, then the derived
+TUNING_REPORT.json and runtime_overrides.json are rewritten. Everything a resumed run needs is
+derived from run.json and the records on disk, never from process state, so a run killed at any
+moment and resumed equals an uninterrupted one (records compared without wall-clock fields).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from soaklib.core import io as _io
+from soaklib.core.config import validate_config
+from soaklib.core.errors import InputError, RecordError, RunnerError, SoakError
+from soaklib.core.records import (
+    build_record,
+    effective_params,
+    next_params,
+    plain,
+    tuning_off_block,
+    tuning_report,
+    utc_now,
+    validate_record,
+)
+from soaklib.core.seeding import iteration_seed
+from soaklib.execute import runners as _runners
+from soaklib.execute.base import Runner, RunnerOutput
+from soaklib.store.rundir import RunDir, new_manifest
+from soaklib.tune.tuner import decide
+
+log = logging.getLogger("soaklib.tune.loop")
+
+
+@dataclass
+class SoakResult:
+    """What a finished (or stopped) soak produced, plus timing for the benchmark."""
+
+    path: Path
+    status: str
+    manifest: dict
+    records: list[dict]
+    runner_s: float = 0.0   # wall time spent inside runner.run (this process)
+    wall_s: float = 0.0     # wall time of the loop (this process)
+    iterations_run: int = 0  # iterations executed by this process (resume: the remainder)
+    timings: list[dict] = field(default_factory=list)
+
+
+def _roundtrip(obj: Any) -> Any:
+    # what a resumed process reads back from disk; the live loop uses the same values
+    return json.loads(_io.dumps(plain(obj), indent=None))
+
+
+def decide_tuning(history: list[dict], params: Mapping[str, Any], cfg: Mapping[str, Any], *, iteration: int,
+                  total: int, auto_tune: bool) -> dict:
+    """The record's tuning block: ``soaklib.tune.tuner.decide`` (pure); off-block when tuning is off."""
+    if not auto_tune:
+        return tuning_off_block(params, summary=history[-1].get("summary") if history else None)
+
+    return plain(decide(history, dict(params), dict(cfg), iteration=iteration, total=total, auto_tune=True))
+
+
+def replay_params(manifest: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> dict:
+    """Parameters the next iteration runs with, derived from the profile and the records alone."""
+    requested = dict(manifest["profile"]["values"])
+    for rec in records:
+        requested = next_params(effective_params(requested, rec), rec.get("tuning"))
+    return requested
+
+
+def _notify(observers: Iterable[Any], hook: str, *args: Any) -> None:
+    for obs in observers:
+        fn = getattr(obs, hook, None)
+        if fn is None:
+            continue
+        try:
+            fn(*args)
+        except Exception as exc:  # an observer (exporter, progress bar) must not kill a soak
+            log.warning("observer %s.%s failed: %s", type(obs).__name__, hook, exc)
+
+
+def _one_iteration(n: int, *, run_dir: Path, runner: Runner, runner_label: str, requested: dict, manifest: Mapping[str, Any],
+                   cfg: Mapping[str, Any], history: list[dict]) -> tuple[dict, RunnerOutput]:
+    seed_n = iteration_seed(manifest["seed"], n)
+    duration_s = float(manifest["duration_s"])
+    started = utc_now()
+    t0 = time.perf_counter()
+    out = runner.run(dict(requested), iteration=n, seed=seed_n, run_dir=run_dir, start_s=(n - 1) * duration_s)
+    out.elapsed_s = time.perf_counter() - t0  # measured here, whatever the runner reports
+    common = dict(iteration=n, seed=seed_n, runner=runner_label, scenario=manifest["scenario"],
+                  start_s=(n - 1) * duration_s, duration_s=duration_s, cfg=cfg, started_utc=started)
+    rec = build_record(kpis=out.kpis, params=out.params if out.ok else {}, market=out.market,
+                       runtime_guards=out.runtime_guards, events=out.events,
+                       failure=None if out.ok else (out.failure or {"reason": "runner reported failure"}),
+                       params_missing=out.params_missing, **common)
+    if out.ok:
+        rec["tuning"] = tuning_off_block(requested)  # placeholder so the record validates
+        try:
+            validate_record(rec, f"iteration {n} runner output")
+        except RecordError as exc:
+            # garbage from the strategy is a failed iteration, recorded with the reason
+            out = RunnerOutput.failed(f"runner output invalid: {exc}", stderr_tail=out.stderr_tail,
+                                      elapsed_s=out.elapsed_s)
+            rec = build_record(kpis=None, params={}, market=out.market, runtime_guards={}, events=None,
+                               failure=out.failure, **common)
+    rec = _roundtrip(rec)
+    current = effective_params(requested, rec)
+    rec["tuning"] = _roundtrip(decide_tuning(history + [rec], current, cfg, iteration=n,
+                                             total=int(manifest["iterations_planned"]),
+                                             auto_tune=bool(manifest["auto_tune"])))
+    finished = utc_now()
+    rec["summary"]["runtime_utc"] = finished
+    rec["wall"] = {"started_utc": started, "finished_utc": finished,
+                   "elapsed_s": round(time.perf_counter() - t0, 6)}
+    validate_record(rec, f"iteration {n}")
+    return rec, out
+
+
+def _loop(rd: RunDir, runner: Runner, runner_label: str, records: list[dict], observers: Sequence[Any]) -> SoakResult:
+    m = rd.manifest
+    cfg = m["config"]
+    total = int(m["iterations_planned"])
+    on_failure = cfg["run"]["on_failure"]
+    max_failed = int(cfg["run"]["max_failed_iterations"])
+    requested = replay_params(m, records)
+    res = SoakResult(path=rd.path, status="running", manifest=m, records=records)
+    t_loop = time.perf_counter()
+    status = "interrupted"
+    try:
+        # derived files may be stale if the previous process died between writes
+        rd.write_overrides(requested)
+        rd.write_tuning_report(tuning_report(records))
+        m["iterations_done"] = len(records)
+        rd.set_status("running")
+        _notify(observers, "on_start", m)
+        for n in range(len(records) + 1, total + 1):
+            t_it = time.perf_counter()
+            rec, out = _one_iteration(n, run_dir=rd.path, runner=runner, runner_label=runner_label, requested=requested,
+                                      manifest=m, cfg=cfg, history=records)
+            rd.write_record(rec)
+            records.append(rec)
+            requested = next_params(effective_params(requested, rec), rec["tuning"])
+            rd.write_overrides(requested)
+            rd.write_tuning_report(tuning_report(records))
+            m["iterations_done"] = n  # on disk at the next status change; resume counts the records
+            res.runner_s += out.elapsed_s
+            res.iterations_run += 1
+            res.timings.append({"iteration": n, "runner_s": out.elapsed_s, "total_s": time.perf_counter() - t_it})
+            _notify(observers, "on_iteration", rec, m)
+            if rec["status"] == "failed":
+                nfail = sum(1 for r in records if r["status"] == "failed")
+                why = rec["failure"]["reason"]
+                if on_failure == "stop":
+                    status = "failed"
+                    raise RunnerError(f"iteration {n} failed ({why}); stopping (on_failure=stop)", path=rd.path)
+                if nfail > max_failed:
+                    status = "failed"
+                    raise RunnerError(f"{nfail} failed iterations, more than run.max_failed_iterations="
+                                      f"{max_failed} (last: iteration {n}: {why})", path=rd.path)
+        status = "completed"
+        rd.set_status("completed", finished_utc=utc_now())
+        rd.mark_latest()
+    finally:
+        res.wall_s = time.perf_counter() - t_loop
+        if status != "completed":
+            try:  # best effort: the disk may be the reason we are here
+                rd.set_status(status, finished_utc=utc_now())
+            except SoakError as exc:
+                log.warning("could not mark run %s: %s", status, exc)
+        res.status = status
+        m["status"] = status
+        _notify(observers, "on_finish", m)
+        rd.close()
+    return res
+
+
+def run_soak(*, runs_dir: str | Path, iterations: int, cfg: Mapping[str, Any], profile_name: str,
+             profile_values: Mapping[str, Any], seed: int = 0, scenario: str = "default", auto_tune: bool = False,
+             duration_s: float | None = None, runner: Runner | None = None, runner_label: str | None = None,
+             observers: Sequence[Any] = ()) -> SoakResult:
+    """Run a new soak of ``iterations`` iterations in a fresh ``runs_dir/<id>/``.
+
+    ``runner`` defaults to the simulator on ``scenario``. Raises InputError (exit 2) for bad
+    arguments or an unusable runs dir, RunnerError (exit 4) when failures exceed the policy.
+    """
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise InputError(f"expected an integer >= 1, got {iterations!r}", field="iterations")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InputError(f"expected an integer >= 0, got {seed!r}", field="seed")
+    cfg = _roundtrip(dict(cfg))
+    dur = float(duration_s if duration_s is not None else cfg["run"]["duration_s"])
+    if not dur > 0:
+        raise InputError(f"expected a number > 0, got {dur!r}", field="duration_s")
+    if runner is None:
+        runner = _runners.make_runner("sim", scenario=scenario, duration_s=dur, config=cfg)
+    label = runner_label or getattr(runner, "name", "sim")
+    manifest = new_manifest(config=cfg, seed=seed, runner=label, scenario=str(scenario), profile_name=profile_name,
+                            profile_values=profile_values, iterations_planned=iterations, auto_tune=auto_tune,
+                            duration_s=dur)
+    rd = RunDir.create(runs_dir, _roundtrip(manifest))
+    return _loop(rd, runner, label, [], observers)
+
+
+def resume(run_dir: str | Path, *, runner: Runner | None = None, observers: Sequence[Any] = ()) -> SoakResult:
+    """Continue an interrupted run from its last complete iteration (everything from disk).
+
+    Refuses completed, foreign or in-progress (locked) directories with InputError (exit 2).
+    """
+    rd = RunDir.open_for_resume(run_dir)
+    try:
+        m = rd.manifest
+        for key in ("config", "seed", "runner", "scenario", "iterations_planned", "auto_tune", "duration_s"):
+            if key not in m:
+                raise RecordError("missing in the run manifest; cannot resume", path=rd.path / "run.json", field=key)
+        mpath = rd.path / "run.json"
+        try:
+            validate_config(m["config"], mpath)
+            m["config"]["run"]["max_failed_iterations"] + 0
+            dict(m["profile"]["values"])
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise RecordError(f"run manifest is incomplete ({type(exc).__name__}: {exc}); cannot resume",
+                              path=mpath) from None
+        records = rd.read_records()
+        nums = [r["iteration"] for r in records]
+        if nums != list(range(1, len(nums) + 1)):
+            raise RecordError(f"records are not contiguous from 1 ({nums[:10]}...); cannot resume", path=rd.path)
+        if runner is None:
+            runner = _runners.make_runner(m["runner"], scenario=m["scenario"], duration_s=float(m["duration_s"]),
+                                 config=m["config"])
+    except BaseException:
+        rd.close()
+        raise
+    return _loop(rd, runner, m["runner"], records, observers)
