@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from soaklib.core import io as _io
 from soaklib.core.errors import InputError
 from soaklib.publish import metrics
+from soaklib.store.loader import open_run
 from soaklib.store.synthetic import write_synthetic_run
 
 SEED_FIVE = {"maker_taker_ratio_hmean", "latency_spread_add_bps", "partial_freeze_active",
@@ -65,7 +66,7 @@ def run12(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def text12(run12) -> str:
-    return metrics.exposition(metrics.run_registry(metrics.open_run(run12))).decode()
+    return metrics.exposition(metrics.run_registry(open_run(run12))).decode()
 
 
 def test_values_come_from_the_records(run12, text12):
@@ -107,14 +108,14 @@ def test_seed_five_computed_from_data(run12, text12):
                                                                                        f["taker_volume"]))
     assert value(smp, "partial_freeze_active") == 0.0
     from soaklib.judge.verify import verify_run
-    run = metrics.open_run(run12)
+    run = open_run(run12)
     want = verify_run(run, run.manifest["config"]).counts["missing"]
     assert value(smp, "delta_nested_miss_paths_total") == want
 
 
 def test_hmean_window_label_is_the_real_window(tmp_path):
     p = write_synthetic_run(tmp_path, 5, kpis=lambda i: {"maker_taker_ratio": 0.5 + 0.1 * i})
-    smp = samples(metrics.exposition(metrics.run_registry(metrics.open_run(p))).decode())
+    smp = samples(metrics.exposition(metrics.run_registry(open_run(p))).decode())
     assert value(smp, "maker_taker_ratio_hmean", window=5) == pytest.approx(
         statistics.harmonic_mean([0.6, 0.7, 0.8, 0.9, 1.0]))
     assert not any(n == "maker_taker_ratio_hmean" and lb != (("window", "5"),) for n, lb in smp)
@@ -123,7 +124,7 @@ def test_hmean_window_label_is_the_real_window(tmp_path):
 def test_maker_share_falls_back_to_counts(tmp_path):
     fills = {"maker_count": 3, "taker_count": 1, "maker_volume": 0.0, "taker_volume": 0.0}
     p = write_synthetic_run(tmp_path, 2, kpis={"fills": fills})
-    smp = samples(metrics.exposition(metrics.run_registry(metrics.open_run(p))).decode())
+    smp = samples(metrics.exposition(metrics.run_registry(open_run(p))).decode())
     assert value(smp, "maker_share_pct") == pytest.approx(75.0)
 
 
@@ -164,14 +165,14 @@ def test_gate_verdict_one_hot(tmp_path):
     good = write_synthetic_run(tmp_path, 8)
     bad = write_synthetic_run(tmp_path, 8, kpis={"net_bps": -1.0})
     for p, want in ((good, "pass"), (bad, "fail")):
-        smp = samples(metrics.exposition(metrics.run_registry(metrics.open_run(p))).decode())
+        smp = samples(metrics.exposition(metrics.run_registry(open_run(p))).decode())
         got = {dict(lb)["verdict"]: v for (n, lb), v in smp.items() if n == "soak_gate_verdict"}
         assert got[want] == 1.0 and sum(got.values()) == 1.0
 
 
 def test_delta_misses_count_a_parameter_that_did_not_land(tmp_path):
     p = write_synthetic_run(tmp_path, 4, params=lambda i: {"min_interval_ms": 60 + i})
-    clean = samples(metrics.exposition(metrics.run_registry(metrics.open_run(p))).decode())
+    clean = samples(metrics.exposition(metrics.run_registry(open_run(p))).decode())
     assert value(clean, "delta_nested_miss_paths_total") == 0
     # the runner of iteration 3 did not report min_interval_ms: the applied delta of 2 did not land
     f = p / "ITER_SUMMARY_3.json"
@@ -179,7 +180,7 @@ def test_delta_misses_count_a_parameter_that_did_not_land(tmp_path):
     del rec["params"]["min_interval_ms"]
     f.unlink()
     _io.write_json(f, rec)
-    smp = samples(metrics.exposition(metrics.run_registry(metrics.open_run(p))).decode())
+    smp = samples(metrics.exposition(metrics.run_registry(open_run(p))).decode())
     assert value(smp, "delta_nested_miss_paths_total") >= 1
 
 
@@ -197,13 +198,13 @@ def test_cli_textfile_default_path_and_promtool(run12):
     assert [p.name for p in out.parent.iterdir()] == ["soak.prom"]  # no temp file left behind
     chk = subprocess.run([promtool, "check", "metrics"], stdin=out.open("rb"), capture_output=True)
     assert chk.returncode == 0 and not chk.stdout.strip() and not chk.stderr.strip(), chk
-    assert samples(out.read_text()) == samples(metrics.exposition(metrics.run_registry(metrics.open_run(run12)))
+    assert samples(out.read_text()) == samples(metrics.exposition(metrics.run_registry(open_run(run12)))
                                                .decode())
 
 
 def test_served_output_is_promtool_clean(run12):
     promtool = require_tool("promtool")
-    srv = metrics.MetricsServer(metrics.run_registry(metrics.open_run(run12)), "127.0.0.1", 0)
+    srv = metrics.MetricsServer(metrics.run_registry(open_run(run12)), "127.0.0.1", 0)
     try:
         body = urllib.request.urlopen(srv.url, timeout=10).read()
     finally:
@@ -215,7 +216,7 @@ def test_served_output_is_promtool_clean(run12):
 
 def test_textfile_must_end_in_prom(run12, tmp_path):
     with pytest.raises(InputError, match=r"\.prom"):
-        metrics.write_textfile(metrics.run_registry(metrics.open_run(run12)), tmp_path / "soak.txt")
+        metrics.write_textfile(metrics.run_registry(open_run(run12)), tmp_path / "soak.txt")
 
 
 def _one_line_exit2(r: subprocess.CompletedProcess, needle: str) -> None:
@@ -314,7 +315,7 @@ def test_seed_layout_exports_what_it_has(tmp_path):
                         "risk_ratio": 0.3, "maker_taker_ratio": 0.8 + i / 100,
                         "fills": {"maker_count": 10 * i, "taker_count": 2, "maker_volume": 5.0, "taker_volume": 1.0}},
             "tuning": {"deltas": {}, "applied": False, "skip_reason": {"no_op": True, "note": "no effective change"}}})
-    smp = samples(metrics.exposition(metrics.run_registry(metrics.open_run(d))).decode())
+    smp = samples(metrics.exposition(metrics.run_registry(open_run(d))).decode())
     assert value(smp, "soak_net_bps") == pytest.approx(2.3)
     assert value(smp, "soak_p95_latency_seconds") == pytest.approx(0.253)
     assert value(smp, "soak_fills_total", side="unknown", liquidity="maker") == 60

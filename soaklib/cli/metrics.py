@@ -11,6 +11,8 @@ import click
 from soaklib.core.config import run_config
 from soaklib.core.errors import InputError
 from soaklib.publish import metrics as m
+from soaklib.store.loader import open_run
+from soaklib.store.rundir import METRICS_TEXTFILE
 
 
 @click.command("metrics")
@@ -36,13 +38,13 @@ def command(run: Path, textfile: Path | None, serve_at: str | None, serve_second
     if serve_seconds is not None and serve_at is None:
         raise InputError("--serve-seconds needs --serve")
 
-    r = m.open_run(run)
+    r = open_run(run)
     cfg = run_config(r, config_path)
     mcfg = m.metrics_config(cfg)
 
     if push_url is not None:
         job = job or str(mcfg["job"])
-        run_id = str(r.manifest.get("run_id") or Path(r.path).name)
+        run_id = str(r.manifest.get("run_id") or r.path.name)
         timeout = float(mcfg["push_timeout_s"])
         if delete:
             m.delete(push_url, job, run_id, timeout=timeout)
@@ -71,6 +73,6 @@ def command(run: Path, textfile: Path | None, serve_at: str | None, serve_second
             server.close()
         return
 
-    out = textfile if textfile is not None else Path(r.path) / "metrics" / "soak.prom"
+    out = textfile if textfile is not None else r.path / METRICS_TEXTFILE
     m.write_textfile(registry, out, make_parent=textfile is None)
     click.echo(str(out))

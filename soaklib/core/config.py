@@ -1,34 +1,175 @@
 """Configuration: defaults from ``defaults.toml`` (the one home of numbers) merged with a user TOML.
 
-A user file may override any key that exists in the defaults (or add entries to tables that
-are open maps, such as ``params``); anything else is refused with the file and the key named.
+The effective configuration is checked against ``core/schemas/config.schema.json`` (every section and
+key of the defaults: types, ranges, enums; unknown keys refused except in the open tables ``goals`` and
+``params``), then by the cross-field rules of goals, the parameter registry and the sections
+(``core/goals.py``, ``core/params.py``, ``core/sections.py``). Every mistake is one ConfigError naming
+the file and the dotted key.
 """
 from __future__ import annotations
 
 import copy
-import math
 import tomllib
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from soaklib.core.errors import ConfigError
 from soaklib.core.goals import goals_from_config
 from soaklib.core.params import registry_from_config
+from soaklib.core.schema import check as check_schema
 from soaklib.core.sections import validate_sim_config, validate_tuning_config
 
-# tables whose keys are user-extensible (new goals, new parameters)
-_OPEN_TABLES = {"goals", "params"}
+if TYPE_CHECKING:  # annotation only: the Run module imports pandas, a config load must stay cheap
+    from soaklib.core.run import Run
 
+
+# -- the sections (shapes pinned by the schema; keys as in defaults.toml) ---------------------------
+
+class RunSection(TypedDict):
+    iterations: int
+    duration_s: float
+    scenario: str
+    profile: str
+    seed: int
+    on_failure: Literal["continue", "stop"]
+    iteration_timeout_s: float
+    max_failed_iterations: int
+
+
+class GoalSpec(TypedDict, total=False):
+    agg: Literal["mean", "median", "min", "max", "last"]
+    op: Literal[">=", "<=", ">", "<"]
+    hard: float
+    soft: float | None
+
+
+class ReportSection(TypedDict):
+    last_n: int
+    kernel: str
+    cell_timeout_s: float
+    figure_dpi: int
+    figure_width_in: float
+    example_iterations: int
+    example_duration_s: float
+
+
+class SnapshotSection(TypedDict):
+    metrics: list[str]
+    trend_flat_rel: float
+    trend_abs_floor: float
+    trend_max_points: int
+    anomaly_guard_count: int
+    round_digits: int
+
+
+class VerifySection(TypedDict):
+    threshold: float
+    abs_tolerance: float
+
+
+class GuardsSection(TypedDict):
+    velocity_max_frac_per_iter: float
+    velocity_max_frac_per_window: float
+    velocity_window: int
+    cooldown_large_frac: float
+    cooldown_iters: int
+    oscillation_window: int
+    oscillation_freeze_iters: int
+    steady_state_iters: int
+
+
+class RuntimeGuardsSection(TypedDict):
+    latency_soft_ms: float
+    latency_hard_ms: float
+    latency_spread_add_bps: float
+    freeze_open_after_ms: float
+    freeze_close_after_ms: float
+    freeze_min_duration_ms: float
+    p95_window_ms: float
+
+
+class CanarySection(TypedDict):
+    maker_taker_min: float
+    maker_taker_for: str
+    p95_latency_max_ms: float
+    p95_latency_for: str
+    risk_max: float
+    risk_for: str
+    net_bps_min: float
+    net_bps_for: str
+
+
+class BundleSection(TypedDict):
+    phase_traffic_pct: list[float]
+    phase_duration: list[str]
+    phase_fraction: list[float]
+    alert_severity: str
+    absent_for: str
+
+
+class ExternalSection(TypedDict):
+    stderr_tail_chars: int
+    term_grace_s: float
+
+
+class SeedSection(TypedDict):
+    max_iteration_number: int
+
+
+class MetricsSection(TypedDict):
+    hmean_window: int
+    push_timeout_s: float
+    job: str
+
+
+class ParamSpec(TypedDict, total=False):
+    default: float
+    min: float
+    max: float
+    step: float
+    kind: Literal["int", "float"]
+    unit: str
+    subsystem: Literal["rebid", "rescue_taker", "edge", "risk"]
+    path: str
+    hot: bool
+    doc: str
+
+
+class Config(TypedDict):
+    """The effective configuration (a plain nested dict; snapshotted into run.json as is).
+
+    ``recommend`` (levers per KPI), ``tuner`` (rule constants and ``*_deltas`` tables) and ``sim``
+    have many keys; their shapes are in the schema and defaults.toml."""
+
+    run: RunSection
+    goals: dict[str, GoalSpec]
+    report: ReportSection
+    snapshot: SnapshotSection
+    recommend: dict[str, Any]
+    verify: VerifySection
+    tuner: dict[str, Any]
+    guards: GuardsSection
+    runtime_guards: RuntimeGuardsSection
+    canary: CanarySection
+    bundle: BundleSection
+    external: ExternalSection
+    seed: SeedSection
+    metrics: MetricsSection
+    params: dict[str, ParamSpec]
+    sim: dict[str, Any]
+
+
+# -- loading ----------------------------------------------------------------------------------------
 
 @lru_cache(maxsize=1)
-def _defaults() -> dict[str, Any]:
+def _defaults() -> Config:
     text = resources.files("soaklib.core").joinpath("defaults.toml").read_text("utf-8")
-    return tomllib.loads(text)
+    return tomllib.loads(text)  # type: ignore[return-value]
 
 
-def defaults() -> dict[str, Any]:
+def defaults() -> Config:
     """A fresh copy of the built-in defaults."""
     return copy.deepcopy(_defaults())
 
@@ -39,45 +180,29 @@ def _replace_whole(dotted: str) -> bool:
     return dotted.startswith("tuner.") and dotted.endswith("_deltas")
 
 
-def _merge(base: dict, over: dict, path: str, src: Path) -> None:
+def _merge(base: dict, over: dict, path: str = "") -> None:
+    """``over`` into ``base``, table by table. Values are not checked here (the schema does that,
+    naming the key); a whole number given for a float default becomes a float, as TOML readers expect."""
     for key, val in over.items():
         dotted = f"{path}.{key}" if path else key
-        if key in base and isinstance(base[key], dict) and _replace_whole(dotted):
-            if not isinstance(val, dict):
-                raise ConfigError(f"expected a table, got {type(val).__name__}", path=src, field=dotted)
-            base[key] = val
-            continue
-        if key not in base:
-            if path.split(".")[-1] in _OPEN_TABLES or path in _OPEN_TABLES:
-                base[key] = val
-                continue
-            raise ConfigError("unknown key, expected one of: " + ", ".join(sorted(base)), path=src, field=dotted)
-        cur = base[key]
-        if isinstance(cur, dict):
-            if not isinstance(val, dict):
-                raise ConfigError(f"expected a table, got {type(val).__name__}", path=src, field=dotted)
-            _merge(cur, val, dotted, src)
-        elif isinstance(cur, bool):
-            if not isinstance(val, bool):
-                raise ConfigError(f"expected true or false, got {val!r}", path=src, field=dotted)
-            base[key] = val
-        elif isinstance(cur, (int, float)):
-            if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
-                raise ConfigError(f"expected a finite number, got {val!r}", path=src, field=dotted)
-            base[key] = type(cur)(val) if isinstance(cur, float) else val
-        elif isinstance(cur, str):
-            if not isinstance(val, str):
-                raise ConfigError(f"expected a string, got {val!r}", path=src, field=dotted)
-            base[key] = val
+        cur = base.get(key)
+        if isinstance(cur, dict) and isinstance(val, dict) and not _replace_whole(dotted):
+            _merge(cur, val, dotted)
+        elif isinstance(cur, float) and isinstance(val, int) and not isinstance(val, bool):
+            base[key] = float(val)
         else:
             base[key] = val
 
 
-def load_config(path: str | Path | None = None, *, overrides: dict | None = None) -> dict[str, Any]:
+def _check_schema(cfg: Any, src: object) -> None:
+    check_schema("config", cfg, path=src, error=ConfigError, finite=True, what="the config schema")
+
+
+def load_config(path: str | Path | None = None, *, overrides: dict | None = None) -> Config:
     """Effective configuration: defaults, then the TOML file at ``path``, then ``overrides``.
 
-    Returns a plain nested dict (it is snapshotted into run.json as is). Validation of the
-    individual sections (goals, params) is done here so every consumer can trust it.
+    Returns a plain nested dict (it is snapshotted into run.json as is), checked against the config
+    schema and the cross-field rules so every consumer can trust it.
     """
     cfg = defaults()
     if path is not None:
@@ -90,52 +215,37 @@ def load_config(path: str | Path | None = None, *, overrides: dict | None = None
             raise ConfigError(f"cannot read config: {exc}", path=p) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"invalid TOML: {exc}", path=p) from None
-        _merge(cfg, user, "", p)
+        _merge(cfg, user)  # type: ignore[arg-type]
+        _check_schema(cfg, p)
     if overrides:
-        _merge(cfg, overrides, "", Path("<overrides>"))
+        _merge(cfg, overrides)  # type: ignore[arg-type]
+        _check_schema(cfg, "<overrides>")
     validate_config(cfg, path)
     return cfg
 
 
-def validate_config(cfg: dict[str, Any], src: str | Path | None = None) -> None:
+def validate_config(cfg: Config, src: str | Path | None = None) -> None:
+    """The schema, then the cross-field rules (goals, registry, tuner/guards, simulator sections)."""
     where = src if src is not None else "<config>"
+    _check_schema(cfg, where)
     goals_from_config(cfg, src=where)
-    if cfg["run"]["on_failure"] not in ("continue", "stop"):
-        raise ConfigError("expected 'continue' or 'stop'", path=where, field="run.on_failure")
-    for field, lo, strict in (("run.iterations", 1, False), ("run.duration_s", 0, True),
-                              ("run.iteration_timeout_s", 0, True), ("run.max_failed_iterations", 0, False),
-                              ("run.seed", 0, False), ("report.last_n", 1, False)):
-        sec, key = field.split(".")
-        v = cfg[sec][key]
-        if v < lo or (strict and v == lo):
-            raise ConfigError(f"expected a number {'>' if strict else '>='} {lo}, got {v!r}", path=where, field=field)
-    thr = cfg["verify"]["threshold"]
-    if not 0.0 <= thr <= 1.0:
-        raise ConfigError(f"expected a ratio in [0, 1], got {thr!r}", path=where, field="verify.threshold")
-    if cfg["verify"]["abs_tolerance"] < 0:
-        raise ConfigError("expected a number >= 0", path=where, field="verify.abs_tolerance")
-    # the parameter registry validates its own table (bounds, steps)
     registry_from_config(cfg, src=where)
-    # tuner and guard constants are checked up front, not at the first decision mid-run
     validate_tuning_config(cfg, src=where)
-    # the simulator's own sections ([sim], [runtime_guards]) and the bounds its loop depends on
     validate_sim_config(cfg, src=where)
 
 
-def run_config(run: Any, path: str | Path | None = None) -> dict[str, Any]:
+def run_config(run: Run, path: str | Path | None = None) -> Config:
     """The configuration every command judges ``run`` with: ``path`` when given, else the config
-    the run was made with (its ``run.json`` snapshot, over today's defaults), else the defaults.
+    the run was made with (its manifest snapshot, over today's defaults), else the defaults.
 
     One rule for gate, verify, report, bundle and metrics, so they never disagree about a run.
     """
     if path is not None:
         return load_config(path)
-    manifest = getattr(run, "manifest", None) or {}
-    snap = manifest.get("config") if isinstance(manifest, dict) else None
+    snap = run.manifest.get("config")
     if not isinstance(snap, dict):
         return load_config()
     cfg = defaults()
-    src = Path(getattr(run, "path", ".")) / "run.json"
-    _merge(cfg, snap, "", src)
-    validate_config(cfg, src)
+    _merge(cfg, snap)  # type: ignore[arg-type]
+    validate_config(cfg, run.manifest_path)
     return cfg

@@ -10,16 +10,16 @@ from typing import Any, Mapping
 
 from soaklib.core.errors import RecordError
 from soaklib.core.kpis import (
-    _FILL_COUNTS,
-    _FILL_VOLUMES,
     BLOCK_REASONS,
+    FILL_COUNTS,
+    FILL_VOLUMES,
     NONNEG_FIELDS,
     NUMERIC_FIELDS,
     RATIO_FIELDS,
     SUMMARY_KPI_KEYS,
-    _is_num,
     maker_taker,
 )
+from soaklib.core.numbers import finite
 
 
 def parse_number(v: Any, *, path: object, field: str, ratio: bool = False, nonneg: bool = False) -> float | int | None:
@@ -29,7 +29,7 @@ def parse_number(v: Any, *, path: object, field: str, ratio: bool = False, nonne
     if isinstance(v, str):
         raise RecordError(f"expected a number, got the string {v[:40]!r} (numbers must not be quoted)",
                           path=path, field=field)
-    if not _is_num(v):
+    if finite(v) is None:
         raise RecordError(f"expected a number, got {type(v).__name__} {str(v)[:40]}", path=path, field=field)
     if ratio and not 0.0 <= v <= 1.0:
         raise RecordError(f"ratio {v} out of range, expected 0 <= value <= 1", path=path, field=field)
@@ -46,7 +46,7 @@ def check_field(d: Mapping[str, Any], k: str, *, path: object, prefix: str) -> f
 def parse_fills(v: Any, *, path: object, field: str) -> dict | None:
     if v is None:
         return None
-    if _is_num(v):  # basic EDGE_REPORT: a fill count
+    if finite(v) is not None:  # basic EDGE_REPORT: a fill count
         n = parse_number(v, path=path, field=field, nonneg=True)
         if float(n) != int(n):
             raise RecordError(f"expected a whole count, got {n}", path=path, field=field)
@@ -55,17 +55,17 @@ def parse_fills(v: Any, *, path: object, field: str) -> dict | None:
         raise RecordError(f"expected an object or a count, got {type(v).__name__}", path=path, field=field)
     out: dict[str, Any] = {}
     for k, x in v.items():
-        if k in _FILL_COUNTS:
+        if k in FILL_COUNTS:
             n = parse_number(x, path=path, field=f"{field}.{k}", nonneg=True)
             if n is not None and float(n) != int(n):
                 raise RecordError(f"expected a whole count, got {n}", path=path, field=f"{field}.{k}")
             if n is not None:
                 out[k] = int(n)
-        elif k in _FILL_VOLUMES:
+        elif k in FILL_VOLUMES:
             n = parse_number(x, path=path, field=f"{field}.{k}", nonneg=True)
             if n is not None:
                 out[k] = n
-        elif _is_num(x):
+        elif finite(x) is not None:
             out[k] = x
     # aggregate from the side×liquidity split when only that is given
     for liq in ("maker", "taker"):
@@ -118,7 +118,7 @@ def _block_reasons(totals: Mapping[str, Any], *, path: object, prefix: str) -> t
     if counts:
         allowed = totals.get("allowed_actions")
         full = {k: counts.get(k, 0) for k in BLOCK_REASONS}
-        whole = _is_num(allowed) and allowed >= 0 and float(allowed).is_integer()
+        whole = finite(allowed) is not None and allowed >= 0 and float(allowed).is_integer()
         full["allowed"] = int(allowed) if whole else counts.get("allowed", 0)
         full["other"] = sum(v for k, v in counts.items() if k not in BLOCK_REASONS and k != "allowed")
         total = sum(full.values())
@@ -149,7 +149,7 @@ def summary_from_edge(report: Any, *, path: object = "<EDGE_REPORT>", field_pref
     for k, v in totals.items():
         if k in NUMERIC_FIELDS:
             s[k] = check_field(totals, k, path=path, prefix=prefix)
-        elif _is_num(v) and k not in ("allowed_actions", "events"):
+        elif finite(v) is not None and k not in ("allowed_actions", "events"):
             s[k] = v  # any further KPI the bot reports
     comp = totals.get("component_breakdown")  # extended report: the same components, nested
     if isinstance(comp, Mapping):

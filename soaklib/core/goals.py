@@ -6,7 +6,6 @@ the gate and calibration. Statuses: PASS, WARN (meets ``hard``, misses ``soft``)
 """
 from __future__ import annotations
 
-import math
 import operator
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -14,6 +13,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from soaklib.core.errors import ConfigError
+from soaklib.core.numbers import finite
+from soaklib.core.schema import check as check_schema
 
 PASS, WARN, FAIL, INCONCLUSIVE = "PASS", "WARN", "FAIL", "INCONCLUSIVE"
 VERDICTS = (PASS, WARN, INCONCLUSIVE, FAIL)  # worst last
@@ -39,35 +40,23 @@ class Goal:
         return {"kpi": self.kpi, "agg": self.agg, "op": self.op, "hard": self.hard, "soft": self.soft}
 
 
-def _num(v: Any, src: object, fld: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ConfigError(f"expected a number, got {v!r}", path=src, field=fld)
-    return float(v)
-
 def goals_from_config(cfg: Mapping[str, Any], *, src: object = "<config>") -> list[Goal]:
-    """Parse and check ``cfg["goals"]``; ConfigError naming the field on a bad goal."""
+    """Parse and check ``cfg["goals"]`` (the config schema's goal tables, then soft vs hard);
+    ConfigError naming the field on a bad goal."""
     table = cfg.get("goals")
     if not isinstance(table, Mapping) or not table:
         raise ConfigError("no goals configured, expected [goals.<kpi>] tables", path=src, field="goals")
+    check_schema("config", table, path=src, error=ConfigError, section="goals", finite=True)
     goals = []
     for kpi, spec in table.items():
-        f = f"goals.{kpi}"
-        if not isinstance(spec, Mapping):
-            raise ConfigError("expected a table", path=src, field=f)
-        agg, op = spec.get("agg"), spec.get("op")
-        if agg not in AGGS:
-            raise ConfigError(f"agg {agg!r}, expected one of {', '.join(AGGS)}", path=src, field=f"{f}.agg")
-        if op not in OPS:
-            raise ConfigError(f"op {op!r}, expected one of {', '.join(OPS)}", path=src, field=f"{f}.op")
-        if "hard" not in spec:
-            raise ConfigError("missing 'hard'", path=src, field=f)
-        hard = _num(spec["hard"], src, f"{f}.hard")
-        soft = _num(spec["soft"], src, f"{f}.soft") if spec.get("soft") is not None else None
+        op, hard = spec["op"], float(spec["hard"])
+        soft = float(spec["soft"]) if spec.get("soft") is not None else None
         # soft must be at least as strict as hard, or WARN could never happen / FAIL would pass soft
         if soft is not None and ((op in (">=", ">") and soft < hard) or (op in ("<=", "<") and soft > hard)):
-            raise ConfigError(f"soft {soft} is looser than hard {hard} for op {op}", path=src, field=f"{f}.soft")
-        goals.append(Goal(kpi=str(kpi), agg=agg, op=op, hard=hard, soft=soft))
+            raise ConfigError(f"soft {soft} is looser than hard {hard} for op {op}", path=src, field=f"goals.{kpi}.soft")
+        goals.append(Goal(kpi=str(kpi), agg=spec["agg"], op=op, hard=hard, soft=soft))
     return goals
+
 
 def goal_status(value: Any, goal: Goal | Mapping[str, Any]) -> str:
     """The one per-value goal check: PASS, WARN (meets ``hard``, misses ``soft``), FAIL (misses
@@ -84,7 +73,7 @@ def goal_status(value: Any, goal: Goal | Mapping[str, Any]) -> str:
     cmp = OPS.get(op)  # type: ignore[arg-type]
     if cmp is None:
         raise ConfigError(f"op {op!r}, expected one of {', '.join(OPS)}", field="goals")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if finite(value) is None:
         return INCONCLUSIVE
     if not cmp(value, hard):
         return FAIL

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from soaklib.core.errors import RecordError
+from soaklib.core.numbers import finite
 
 MAX_JSON_BYTES = 16 * 1024 * 1024  # no legitimate record comes near this; a 50 MB file is refused
 
@@ -60,7 +60,7 @@ def dumps(obj: Any, *, indent: int | None = 2) -> str:
 
 def _canon(obj: Any) -> Any:
     if isinstance(obj, float):
-        if not math.isfinite(obj):
+        if finite(obj) is None:
             raise ValueError("non-finite float in canonical JSON")
         # fixed float format so equal values hash equally whatever their repr history
         return float(f"{obj:.10g}")

@@ -1,12 +1,40 @@
-"""Numbers: the one home for "is this a finite number" and for how numbers are shown."""
+"""Numbers: the one home for "is this a finite number".
+
+``finite(x)`` is the rule (a real int or float, not a bool, not NaN/inf); ``finite_or`` names what a
+call site uses for "missing" (0.0, NaN) explicitly; ``require_finite`` raises the caller's error
+class naming the file and the field.
+"""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeVar
+
+from soaklib.core.errors import ConfigError, SoakError
+
+T = TypeVar("T")
 
 
 def finite(x: Any) -> float | None:
     """``x`` as a float when it is a finite real number (bools are not numbers here), else None."""
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
         return None
-    return float(x)
+    try:
+        f = float(x)
+    except OverflowError:  # an int too large for a float is not a usable number either
+        return None
+    return f if math.isfinite(f) else None
+
+
+def finite_or(x: Any, default: T) -> float | T:
+    """``finite(x)``, or ``default`` (0.0, NaN, ...) when ``x`` is not a finite number."""
+    f = finite(x)
+    return default if f is None else f
+
+
+def require_finite(x: Any, *, path: object = None, field: str | None = None, expected: str = "a finite number",
+                   error: type[SoakError] = ConfigError) -> float:
+    """``finite(x)``, or ``error("expected <expected>, got <x>")`` naming ``path`` and ``field``."""
+    f = finite(x)
+    if f is None:
+        raise error(f"expected {expected}, got {x!r}", path=path, field=field)
+    return f

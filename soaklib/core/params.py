@@ -5,7 +5,6 @@ Built from the ``params`` table of the effective config. Flat keys are canonical
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -13,8 +12,8 @@ from typing import Any, Iterable, Mapping
 
 from soaklib.core import io as _io
 from soaklib.core.errors import ConfigError
-
-SUBSYSTEMS = ("rebid", "rescue_taker", "edge", "risk")
+from soaklib.core.numbers import require_finite
+from soaklib.core.schema import check as check_schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +81,7 @@ class Registry(Mapping[str, Param]):
         out: dict[str, float | int] = {}
         for name, v in flat.items():
             p = self._p[name]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ConfigError(f"expected a number in [{p.min}, {p.max}] {p.unit}, got {v!r}", path=src, field=name)
+            require_finite(v, path=src, field=name, expected=f"a number in [{p.min}, {p.max}] {p.unit}")
             if v < p.min or v > p.max:
                 raise ConfigError(f"value {v} out of bounds, expected {p.min} <= value <= {p.max} {p.unit}",
                                   path=src, field=name)
@@ -136,32 +134,17 @@ class Registry(Mapping[str, Param]):
         return d
 
 
-_FIELDS = ("default", "min", "max", "step", "kind", "unit", "subsystem", "path")
-
-
 def registry_from_config(cfg: Mapping[str, Any], *, src: object = "<config>") -> Registry:
+    """The registry of ``cfg["params"]``: each entry as the config schema describes it, then the rules
+    between its fields (min <= default <= max)."""
+    table = check_schema("config", cfg.get("params", {}), path=src, error=ConfigError, section="params", finite=True)
     params = []
-    for name, spec in cfg.get("params", {}).items():
+    for name, spec in table.items():
         f = f"params.{name}"
-        if not isinstance(spec, Mapping):
-            raise ConfigError("expected a table", path=src, field=f)
-        for k in _FIELDS:
-            if k not in spec:
-                raise ConfigError(f"missing '{k}'", path=src, field=f)
-        for k in ("default", "min", "max", "step"):
-            v = spec[k]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ConfigError(f"expected a number, got {v!r}", path=src, field=f"{f}.{k}")
         if spec["min"] > spec["max"]:
             raise ConfigError(f"bounds min {spec['min']} > max {spec['max']}, expected min <= max", path=src, field=f"{f}.min")
-        if spec["step"] <= 0:
-            raise ConfigError(f"step {spec['step']} must be > 0", path=src, field=f"{f}.step")
         if not spec["min"] <= spec["default"] <= spec["max"]:
             raise ConfigError(f"default {spec['default']} outside [{spec['min']}, {spec['max']}]", path=src, field=f"{f}.default")
-        if spec["kind"] not in ("int", "float"):
-            raise ConfigError("expected 'int' or 'float'", path=src, field=f"{f}.kind")
-        if spec["subsystem"] not in SUBSYSTEMS:
-            raise ConfigError("expected one of " + ", ".join(SUBSYSTEMS), path=src, field=f"{f}.subsystem")
         params.append(Param(name=name, default=spec["default"], min=spec["min"], max=spec["max"],
                             step=spec["step"], kind=spec["kind"], unit=spec["unit"],
                             subsystem=spec["subsystem"], path=spec["path"], hot=spec.get("hot", True),

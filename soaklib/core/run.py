@@ -13,9 +13,9 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from soaklib.core.kpis import BLOCK_REASONS, SUMMARY_KPI_KEYS
+from soaklib.core.kpis import BLOCK_KEYS, SUMMARY_KPI_KEYS
+from soaklib.core.numbers import finite_or
 
-_BLOCK_COLUMNS = BLOCK_REASONS + ("allowed", "other")
 DECISION_COLUMNS = ("iteration", "param", "current", "proposed_delta", "verdict", "guard", "clamped_delta",
                     "new", "reason")
 
@@ -35,6 +35,7 @@ class Run:
     snapshot: dict | None = None
     edge_report: dict | None = None        # the earlier toolkit's EDGE_REPORT (seed layouts only)
     runtime_overrides: dict | None = None  # its runtime_overrides.json as registry values (seed layouts only)
+    manifest_path: Path | None = None      # the file ``manifest`` was read from (None when synthesised)
 
     @property
     def ok_iterations(self) -> list[dict]:
@@ -70,12 +71,6 @@ class Run:
 # frames
 
 
-def _num(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        return math.nan
-    return float(v)
-
-
 def iterations_frame(records: Iterable[Mapping[str, Any]]):
     """One row per record (index ``iteration``): numeric summary KPIs (NaN when failed or not
     measured), then ``status`` and ``kpi_verdict``."""
@@ -90,7 +85,7 @@ def iterations_frame(records: Iterable[Mapping[str, Any]]):
     for r in recs:
         s = r.get("summary") or {}
         failed = r.get("status") == "failed"
-        row = {k: (math.nan if failed else _num(s.get(k))) for k in cols}
+        row = {k: (math.nan if failed else finite_or(s.get(k), math.nan)) for k in cols}
         row["status"] = r.get("status", "ok")
         row["kpi_verdict"] = s.get("kpi_verdict")
         rows.append(row)
@@ -108,7 +103,7 @@ def params_frame(records: Iterable[Mapping[str, Any]]):
         for k in (r.get("params") or {}):
             if k not in names:
                 names.append(k)
-    rows = [{k: _num((r.get("params") or {}).get(k)) for k in names} for r in recs]
+    rows = [{k: finite_or((r.get("params") or {}).get(k), math.nan) for k in names} for r in recs]
     return pd.DataFrame(rows, columns=names, index=pd.Index([int(r["iteration"]) for r in recs], name="iteration"),
                         dtype=float)
 
@@ -136,8 +131,8 @@ def blocks_frame(records: Iterable[Mapping[str, Any]]):
     for r in recs:
         b = (r.get("summary") or {}).get("blocks")
         counts = b.get("counts", {}) if isinstance(b, Mapping) else None
-        row = {k: (_num(counts.get(k, 0)) if counts is not None else math.nan) for k in _BLOCK_COLUMNS}
-        row["total"] = _num(b.get("total")) if isinstance(b, Mapping) else math.nan
+        row = {k: (finite_or(counts.get(k, 0), math.nan) if counts is not None else math.nan) for k in BLOCK_KEYS}
+        row["total"] = finite_or(b.get("total"), math.nan) if isinstance(b, Mapping) else math.nan
         rows.append(row)
-    return pd.DataFrame(rows, columns=list(_BLOCK_COLUMNS) + ["total"],
+    return pd.DataFrame(rows, columns=list(BLOCK_KEYS) + ["total"],
                         index=pd.Index([int(r["iteration"]) for r in recs], name="iteration"), dtype=float)

@@ -22,12 +22,12 @@ seed names: ``maker_taker_ratio_hmean{window}``, ``latency_spread_add_bps``, ``p
 from __future__ import annotations
 
 import errno
-import math
 import threading
 from collections import Counter, deque
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+from urllib.error import HTTPError, URLError
 
 from prometheus_client import (
     CollectorRegistry,
@@ -44,38 +44,15 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from soaklib.core import io as _io
-from soaklib.core.config import defaults, run_config
-from soaklib.core.errors import InputError, RecordError
+from soaklib.core.config import Config, defaults, run_config
+from soaklib.core.errors import InputError
+from soaklib.core.kpis import PROM_KPIS
+from soaklib.core.numbers import finite
+from soaklib.core.run import Run
 from soaklib.core.version import __version__
 from soaklib.judge.gate import evaluate
 from soaklib.judge.verify import verify_run
-from soaklib.store.loader import open_run as _open
 
-# (summary key, metric name, scale to base unit, help)
-KPI_GAUGES: tuple[tuple[str, str, float, str], ...] = (
-    ("net_bps", "soak_net_bps", 1.0, "net edge of the last ok iteration, basis points"),
-    ("gross_bps", "soak_gross_bps", 1.0, "gross edge of the last ok iteration, basis points"),
-    ("fees_eff_bps", "soak_fees_eff_bps", 1.0, "effective fees of the last ok iteration, basis points"),
-    ("slippage_bps", "soak_slippage_bps", 1.0, "slippage of the last ok iteration, basis points"),
-    ("inventory_bps", "soak_inventory_bps", 1.0, "inventory PnL of the last ok iteration, basis points"),
-    ("adverse_bps", "soak_adverse_bps", 1.0, "adverse selection of the last ok iteration, basis points"),
-    ("adverse_bps_p95", "soak_adverse_p95_bps", 1.0, "p95 adverse selection of the last ok iteration, bps"),
-    ("slippage_bps_p95", "soak_slippage_p95_bps", 1.0, "p95 slippage of the last ok iteration, bps"),
-    ("order_age_p95_ms", "soak_order_age_p95_seconds", 1e-3, "p95 order age of the last ok iteration"),
-    ("p50_latency_ms", "soak_p50_latency_seconds", 1e-3, "p50 order latency of the last ok iteration"),
-    ("p95_latency_ms", "soak_p95_latency_seconds", 1e-3, "p95 order latency of the last ok iteration"),
-    ("p99_latency_ms", "soak_p99_latency_seconds", 1e-3, "p99 order latency of the last ok iteration"),
-    ("cancel_ratio", "soak_cancel_ratio", 1.0, "cancels per order of the last ok iteration (0-1)"),
-    ("risk_ratio", "soak_risk_ratio", 1.0, "risk usage of the last ok iteration (0-1)"),
-    ("min_interval_ratio", "soak_min_interval_ratio", 1.0, "min-interval blocks share, last ok iteration"),
-    ("concurrency_ratio", "soak_concurrency_ratio", 1.0, "concurrency blocks share, last ok iteration"),
-    ("throttle_ratio", "soak_throttle_ratio", 1.0, "throttle blocks share, last ok iteration"),
-    ("maker_taker_ratio", "soak_maker_taker_ratio", 1.0, "maker share of fills of the last ok iteration (0-1)"),
-    ("pnl_quote", "soak_pnl_quote", 1.0, "PnL of the last ok iteration, quote currency"),
-    ("drawdown_quote", "soak_drawdown_quote", 1.0, "drawdown of the last ok iteration, quote currency"),
-    ("inventory_utilisation", "soak_inventory_utilisation_ratio", 1.0,
-     "inventory limit usage of the last ok iteration (0-1)"),
-)
 SIDES = ("buy", "sell")
 LIQUIDITY = ("maker", "taker")
 # runtime_guards key summed over the run -> (counter name, help)
@@ -94,14 +71,6 @@ def metrics_config(cfg: dict | None) -> dict:
     if isinstance(cfg, dict) and isinstance(cfg.get("metrics"), dict):
         out.update(cfg["metrics"])
     return out
-
-
-def _num(x: Any) -> float | None:
-    """A finite float, or None (bools are not numbers here)."""
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 def _epoch(s: Any) -> float | None:
@@ -178,11 +147,11 @@ class RunState:
         ok = rec.get("status", "ok") == "ok"
         summary = rec.get("summary") if isinstance(rec.get("summary"), dict) else None
         wall = rec.get("wall") if isinstance(rec.get("wall"), dict) else {}
-        el = _num(wall.get("elapsed_s"))
+        el = finite(wall.get("elapsed_s"))
         if el is not None:
             self.wall_seconds = (self.wall_seconds or 0.0) + el
             self.last_wall_elapsed = el
-        ev = _num(rec.get("events"))
+        ev = finite(rec.get("events"))
         if ev is not None:
             self.events = (self.events or 0.0) + ev
         if isinstance(rec.get("params"), dict) and rec["params"]:  # a failed iteration may report none
@@ -199,7 +168,7 @@ class RunState:
         if isinstance(rg, dict):
             self.last_runtime_guards = rg
             for key in GUARD_COUNTERS:
-                v = _num(rg.get(key))
+                v = finite(rg.get(key))
                 if v is not None:
                     self.guard_sums[key] = self.guard_sums.get(key, 0.0) + v
         # seed records have no wall block; their summary.runtime_utc is the wall clock at the end
@@ -208,26 +177,26 @@ class RunState:
             self.last_success_ts = ts
 
     def _add_summary(self, s: dict) -> None:
-        mt = _num(s.get("maker_taker_ratio"))
+        mt = finite(s.get("maker_taker_ratio"))
         if mt is not None:
             self.mt_window.append(mt)
         fills = s.get("fills")
         if isinstance(fills, dict):
             for liq in LIQUIDITY:
                 for unit, acc in (("count", self.fills), ("volume", self.fill_volume)):
-                    split = {side: _num(fills.get(f"{side}_{liq}_{unit}")) for side in SIDES}
+                    split = {side: finite(fills.get(f"{side}_{liq}_{unit}")) for side in SIDES}
                     if any(v is not None for v in split.values()):
                         for side, v in split.items():
                             acc[(side, liq)] += v or 0.0
                     else:  # no side split (seed dialect): keep the total, side unknown, so sums stay right
-                        v = _num(fills.get(f"{liq}_{unit}"))
+                        v = finite(fills.get(f"{liq}_{unit}"))
                         if v is not None:
                             acc[("unknown", liq)] += v
         blocks = s.get("blocks")
         counts = blocks.get("counts") if isinstance(blocks, dict) else None
         if isinstance(counts, dict):
             for reason, c in counts.items():
-                c = _num(c)
+                c = finite(c)
                 if c is None:
                     continue
                 if reason == "allowed":  # not a block: summing soak_blocks_total must mean "blocked"
@@ -248,7 +217,7 @@ class RunState:
         deltas = t.get("deltas")
         if isinstance(deltas, dict):
             for k, v in deltas.items():
-                if _num(v):  # a zero delta changed nothing
+                if finite(v):  # a zero delta changed nothing
                     self.param_changes[str(k)] += 1
 
     # -- derived -----------------------------------------------------------------------------
@@ -258,7 +227,7 @@ class RunState:
         if not isinstance(f, dict):
             return None
         for unit in ("volume", "count"):
-            m, t = _num(f.get(f"maker_{unit}")), _num(f.get(f"taker_{unit}"))
+            m, t = finite(f.get(f"maker_{unit}")), finite(f.get(f"taker_{unit}"))
             if m is not None and t is not None and m + t > 0:
                 return 100.0 * m / (m + t)
         return None
@@ -303,11 +272,11 @@ class RunState:
                      "status", {status: 1.0})
         if self.live:  # only the loop's own exporter knows; run.json may say "running" after a crash
             gauge("soak_run_active", "1 while the soak loop is running, 0 once it finished", 1.0 if self.running else 0.0)
-        planned = _num(m.get("iterations_planned"))
+        planned = finite(m.get("iterations_planned"))
         gauge("soak_iterations_planned", "iterations the run was started for", planned)
         counter("soak_iterations", "iterations completed (ok and failed)", self.iterations)
         counter("soak_failed_iterations", "iterations that failed", self.failed)
-        done = _num(m.get("iterations_done"))  # includes iterations before a resume, which a live exporter never saw
+        done = finite(m.get("iterations_done"))  # includes iterations before a resume, which a live exporter never saw
         done = max(done or 0.0, float(self.iterations))
         gauge("soak_iterations_done", "iterations done according to run.json", done)
         if planned:
@@ -325,9 +294,9 @@ class RunState:
             counter("soak_sim_events", "simulator events processed", self.events)
 
         last = self.last_ok or {}
-        for key, name, scale, doc in KPI_GAUGES:
-            v = _num(last.get(key))
-            gauge(name, doc, None if v is None else v * scale)
+        for k in PROM_KPIS:
+            v = finite(last.get(k.name))
+            gauge(k.prom_name, k.prom_help, None if v is None else v * k.prom_scale)
         verdict = last.get("kpi_verdict")
         if isinstance(verdict, str) and verdict:
             labelled(GaugeMetricFamily, "soak_iteration_kpi_verdict", "KPI verdict of the last ok iteration "
@@ -353,13 +322,13 @@ class RunState:
         rg = self.last_runtime_guards
         if rg is not None:
             gauge("latency_spread_add_bps", "spread added by the latency guard in the last iteration, bps",
-                  _num(rg.get("latency_spread_add_bps")))
+                  finite(rg.get("latency_spread_add_bps")))
             pfa = rg.get("partial_freeze_active")
-            if isinstance(pfa, bool) or _num(pfa) is not None:
+            if isinstance(pfa, bool) or finite(pfa) is not None:
                 gauge("partial_freeze_active", "1 if the partial freeze was active at the end of the last iteration",
                       1.0 if pfa else 0.0)
             gauge("soak_latency_buffer_active_seconds", "time the latency buffer was active in the last iteration",
-                  _num(rg.get("latency_buffer_active_s")))
+                  finite(rg.get("latency_buffer_active_s")))
             bools = {k: 1.0 if v else 0.0 for k, v in rg.items() if isinstance(v, bool)}
             if bools:
                 labelled(GaugeMetricFamily, "soak_runtime_guard_active",
@@ -367,7 +336,7 @@ class RunState:
             for key, (name, doc) in GUARD_COUNTERS.items():
                 if key in self.guard_sums:
                     counter(name, doc, self.guard_sums[key])
-            p95max = _num(rg.get("rolling_p95_max_ms"))
+            p95max = finite(rg.get("rolling_p95_max_ms"))
             gauge("soak_rolling_p95_latency_max_seconds", "highest rolling p95 latency seen by the latency guard "
                   "in the last iteration", None if p95max is None else p95max / 1000)
 
@@ -392,7 +361,7 @@ class RunState:
             gauge("soak_freeze_ready", "1 if the tuner considers the parameters ready to freeze",
                   1.0 if t["freeze_ready"] else 0.0)
         if self.last_params:
-            vals = {k: v for k, v in self.last_params.items() if _num(v) is not None}
+            vals = {k: v for k, v in self.last_params.items() if finite(v) is not None}
             if vals:
                 labelled(GaugeMetricFamily, "soak_param_value", "parameter values the last iteration ran with",
                          "param", vals)
@@ -447,49 +416,30 @@ class SoakCollector(Collector):
         return []  # families depend on data; no describe-time registration conflicts to check
 
 
-# -- loading a run ---------------------------------------------------------------------------------
+# -- a loaded run (``soaklib.store.loader.open_run``) -----------------------------------------------
 
-def open_run(path: str | Path):
-    """The shared loader (``soaklib.store.loader.open_run``); any failure to read is an InputError."""
-    try:
-        return _open(path)
-    except InputError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise RecordError(f"cannot read run: {exc}", path=path) from None
-
-
-def _gate_verdict(run, cfg: dict) -> str | None:
+def _gate_verdict(run: Run, cfg: Config) -> str | None:
     """The run's gate verdict over the configured window ([report] last_n), evaluated now by the one
     gate -- the same verdict the snapshot and the bundle carry (a GATE.json written with another
     --last-n is not what a dashboard should show)."""
-    v = evaluate(run, cfg, int(cfg["report"]["last_n"])).verdict
-    v = getattr(v, "value", v)
-    return v.lower() if isinstance(v, str) and v.lower() in GATE_VERDICTS else None
+    v = evaluate(run, cfg, int(cfg["report"]["last_n"])).verdict.lower()
+    return v if v in GATE_VERDICTS else None
 
 
-def _miss_count(report) -> int | None:
-    """``missing`` outcomes of a delta verification (VerifyReport, or its JSON on disk)."""
-    if isinstance(report, dict):
-        v = report.get("delta_nested_miss_paths_total")
-    else:
-        v = (getattr(report, "counts", None) or {}).get("missing")
+def _delta_misses(run: Run, cfg: Config) -> int | None:
+    """``missing`` outcomes of ``soaklib.judge.verify.verify_run``; None when the verification has no
+    such count -- absent, never a placeholder 0."""
+    v = verify_run(run, cfg).counts.get("missing")
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
-def _delta_misses(run, cfg: dict) -> int | None:
-    """Misses from ``soaklib.judge.verify.verify_run`` (or its DELTA_VERIFY_REPORT.json); None when no
-    verification is available -- absent, never a placeholder 0."""
-    return _miss_count(verify_run(run, cfg))
-
-
-def state_from_run(run, cfg: dict | None = None) -> RunState:
+def state_from_run(run: Run, cfg: Config | None = None) -> RunState:
     """Fold a loaded Run (``open_run``) into a RunState, plus its gate verdict and delta misses."""
     cfg = cfg if cfg is not None else run_config(run)
     st = RunState(run.manifest, cfg)
     for rec in run.records:
         st.add(rec)
-    st.gaps = len(getattr(run, "gaps", ()) or ())
+    st.gaps = len(run.gaps)
     st.gate_verdict = _gate_verdict(run, cfg)
     st.delta_miss_paths = _delta_misses(run, cfg)
     return st
@@ -503,7 +453,7 @@ def build_registry(state: RunState) -> tuple[CollectorRegistry, SoakCollector]:
     return reg, col
 
 
-def run_registry(run, cfg: dict | None = None) -> CollectorRegistry:
+def run_registry(run: Run, cfg: Config | None = None) -> CollectorRegistry:
     """Registry for a loaded run."""
     return build_registry(state_from_run(run, cfg))[0]
 
@@ -566,7 +516,7 @@ class MetricsServer:
         return f"http://{h}:{self.port}/metrics"
 
     def close(self) -> None:
-        httpd, self._httpd = getattr(self, "_httpd", None), None
+        httpd, self._httpd = self._httpd, None
         if httpd is not None:
             httpd.shutdown()
             httpd.server_close()
@@ -574,9 +524,12 @@ class MetricsServer:
 
 
 def _gateway_error(url: str, exc: Exception) -> InputError:
-    reason = getattr(exc, "reason", None) or exc
-    code = getattr(exc, "code", None)
-    what = f"HTTP {code}" if code else str(reason)
+    if isinstance(exc, HTTPError):
+        what = f"HTTP {exc.code}"
+    elif isinstance(exc, URLError):
+        what = str(exc.reason)
+    else:
+        what = str(exc)
     return InputError(f"pushgateway {url} unreachable or refused: {what}", field="--push")
 
 
@@ -624,7 +577,7 @@ class LiveExporter:
         def f(st: RunState) -> None:
             st.manifest = dict(manifest or {})
             st.running = True
-            done = _num((manifest or {}).get("iterations_done")) or 0
+            done = finite((manifest or {}).get("iterations_done")) or 0
             st.current_iteration = int(done) + 1
         self._collector.update(f)
 
@@ -633,7 +586,7 @@ class LiveExporter:
             if manifest:
                 st.manifest = dict(manifest)
             st.add(record)
-            planned = _num(st.manifest.get("iterations_planned"))
+            planned = finite(st.manifest.get("iterations_planned"))
             nxt = (st.last_iteration or 0) + 1
             st.current_iteration = nxt if planned is None or nxt <= planned else st.last_iteration
         self._collector.update(f)

@@ -15,6 +15,7 @@ from numba import njit
 
 from soaklib.core.config import load_config
 from soaklib.core.errors import ConfigError
+from soaklib.core.numbers import finite
 from soaklib.core.params import registry
 from soaklib.core.sections import validate_sim_config
 from soaklib.sim.layout import (  # noqa: F401 (the compiled loop reads them as globals)
@@ -730,7 +731,7 @@ def run_simulation(params: dict, scenario="default", seed: int = 0, duration_s: 
         if name not in flat:
             raise ConfigError("the simulator needs this parameter; it is missing from the registry", field=name)
     for k, v in (("duration_s", duration_s), ("start_s", start_s)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        if finite(v) is None or v < 0:
             raise ConfigError(f"expected a number >= 0, got {v!r}", field=k)
     if duration_s <= 0:
         raise ConfigError(f"expected a duration > 0 s, got {duration_s!r}", field="duration_s")

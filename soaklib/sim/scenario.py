@@ -7,7 +7,6 @@ them and lists its schedule as ``[[segments]]``. The schedule repeats (cyclic), 
 from __future__ import annotations
 
 import copy
-import math
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from soaklib.core.errors import ConfigError
+from soaklib.core.numbers import require_finite
 from soaklib.sim import layout as E
 
 REGIME_KEYS = {  # key -> column in the regime table
@@ -107,9 +107,7 @@ class Scenario:
 
 def _num(v: Any, path: str, field: str, *, lo: float | None = None, hi: float | None = None,
          positive: bool = False) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ConfigError(f"expected a number, got {v!r}", path=path, field=field)
-    v = float(v)
+    v = require_finite(v, path=path, field=field, expected="a number")
     if positive and v <= 0:
         raise ConfigError(f"expected a number > 0, got {v}", path=path, field=field)
     if lo is not None and v < lo:

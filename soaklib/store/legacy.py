@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -32,11 +31,25 @@ from soaklib.core.kpis import (
     maker_taker,
 )
 from soaklib.core.params import registry
-from soaklib.core.records import tuning_report, validate_record
+from soaklib.core.records import tuning_report as tuning_report_of
+from soaklib.core.records import validate_record
 from soaklib.core.run import Run
+from soaklib.store.rundir import (
+    ARTIFACTS,
+    EDGE_REPORT,
+    LATEST,
+    MANIFEST,
+    OVERRIDES,
+    RECORD_GLOB,
+    RECORD_RE,
+    REPORTS_DIR,
+    SEED_PARENT,
+    SEED_RECORD_DIRS,
+    SNAPSHOT,
+    TUNING_REPORT,
+    record_name,
+)
 
-ITER_GLOB = "ITER_SUMMARY_*.json"
-_ITER_RE = re.compile(r"^ITER_SUMMARY_([+-]?\d+)\.json$")
 DIALECTS = ("soak", "shadow", "window", "soaklib")
 
 _SNAPSHOT_ALIASES = {"kpi_last8": "kpi_last_n", "pass_count_last8": "pass_count_last_n",
@@ -397,7 +410,7 @@ def read_runtime_overrides(p: Path, reg, *, root: Path) -> tuple[dict, list[str]
 
 def _has_iter_files(d: Path) -> bool:
     try:
-        return d.is_dir() and any(True for _ in d.glob(ITER_GLOB))
+        return d.is_dir() and any(True for _ in d.glob(RECORD_GLOB))
     except OSError:
         return False
 
@@ -406,7 +419,8 @@ def find_root(path: str | Path) -> Path | None:
     """The folder holding the ITER_SUMMARY files for a seed path, probing like the seed's consumers:
     ``P/soak/latest``, ``P/latest``, ``P/artifacts/soak/latest``, ``P``. None if none has any."""
     p = Path(path)
-    for cand in (p / "soak" / "latest", p / "latest", p / "artifacts" / "soak" / "latest", p):
+    for parts in SEED_RECORD_DIRS:
+        cand = p.joinpath(*parts)
         if _has_iter_files(cand):
             return cand
     return None
@@ -415,7 +429,7 @@ def find_root(path: str | Path) -> Path | None:
 def is_seed_layout(path: str | Path) -> bool:
     """True for a folder that is not a soaklib run dir (no run.json) but holds seed ITER_SUMMARY files."""
     p = Path(path)
-    return not (p / "run.json").exists() and find_root(p) is not None
+    return not (p / MANIFEST).exists() and find_root(p) is not None
 
 
 def iter_files(root: Path, max_n: int = 1_000_000) -> dict[int, Path]:
@@ -423,11 +437,11 @@ def iter_files(root: Path, max_n: int = 1_000_000) -> dict[int, Path]:
     one iteration (``ITER_SUMMARY_5.json`` and ``ITER_SUMMARY_005.json``)."""
     found: dict[int, Path] = {}
     try:
-        names = sorted(root.glob(ITER_GLOB))
+        names = sorted(root.glob(RECORD_GLOB))
     except OSError as exc:
         raise RecordError(f"cannot list: {exc.strerror or exc}", path=root) from None
     for f in names:
-        m = _ITER_RE.match(f.name)
+        m = RECORD_RE.match(f.name)
         if not m:
             raise RecordError("file name not understood, expected ITER_SUMMARY_<n>.json with n >= 1", path=f)
         n = int(m.group(1))
@@ -444,41 +458,24 @@ def iter_files(root: Path, max_n: int = 1_000_000) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
-def gaps_of(numbers: list[int]) -> list[int]:
-    """Missing iteration numbers between 1 and the largest present."""
-    if not numbers:
-        return []
+def gaps_of(numbers: list[int], upto: int = 0) -> list[int]:
+    """Missing iteration numbers between 1 and max(the largest present, ``upto``)."""
     have = set(numbers)
-    return [i for i in range(1, max(numbers) + 1) if i not in have]
-
-
-@dataclass
-class SeedRun:
-    """What ``load`` read from a seed layout, already in soaklib's shapes."""
-
-    path: Path
-    source: Path
-    dialect: str
-    manifest: dict
-    records: list[dict]
-    gaps: list[int]
-    warnings: list[str] = field(default_factory=list)
-    tuning_report: dict | None = None
-    snapshot: dict | None = None
-    edge_report: dict | None = None
-    runtime_overrides: dict | None = None
+    top = max(list(have) + [upto, 0])
+    return [i for i in range(1, top + 1) if i not in have]
 
 
 def _run_id(root: Path) -> str:
     # artifacts/soak/latest → "latest" says nothing; name the folder the user downloaded
     parts = [x for x in root.parts if x not in ("/",)]
-    if root.name == "latest" and len(parts) >= 3 and parts[-2] == "soak":
+    if root.name == LATEST and len(parts) >= 3 and parts[-2] == SEED_PARENT:
         return parts[-3]
     return root.name
 
 
-def load(path: str | Path, cfg: Mapping[str, Any] | None = None) -> SeedRun:
-    """Read a seed layout into records, gaps, warnings, manifest, tuning report, snapshot.
+def load(path: str | Path, cfg: Mapping[str, Any] | None = None) -> Run:
+    """Read a seed layout into a ``Run``: records, gaps, warnings, manifest, tuning report, snapshot,
+    EDGE_REPORT and runtime_overrides (None when absent).
 
     ``path`` may be the folder with the files or any of the seed's parent layouts. Raises
     RecordError (exit 2) naming the file and the problem for anything unreadable."""
@@ -508,31 +505,31 @@ def load(path: str | Path, cfg: Mapping[str, Any] | None = None) -> SeedRun:
     if len(dialects) > 1:
         warnings.append(f"{root}: mixed ITER_SUMMARY dialects: "
                         + ", ".join(f"{d}={c}" for d, c in sorted(dialects.items())))
-    padded = [f.name for f in files.values() if re.match(r"^ITER_SUMMARY_0\d", f.name)]
+    padded = [f.name for n, f in files.items() if f.name != record_name(n)]  # zero-padded (or signed)
     if padded and dialect != "window":
         warnings.append(f"{root}: zero-padded file names read numerically ({padded[0]}, ...)")
 
     tuning_report = None
-    tr = root / "TUNING_REPORT.json"
+    tr = root / TUNING_REPORT
     if tr.exists() or tr.is_symlink():
         tuning_report = normalise_tuning_report(read_inside(root, tr), path=tr)
 
     snapshot = None
-    for sp in (root / "reports" / "analysis" / "POST_SOAK_SNAPSHOT.json", root / "POST_SOAK_SNAPSHOT.json"):
+    for sp in (root / REPORTS_DIR / SNAPSHOT, root / SNAPSHOT):
         if sp.exists() or sp.is_symlink():
             snapshot = normalise_snapshot(read_inside(root, sp), path=sp)
             break
 
     edge = None
-    for ep in (root / "artifacts" / "EDGE_REPORT.json", root / "EDGE_REPORT.json"):
+    for ep in (root / ARTIFACTS / EDGE_REPORT, root / EDGE_REPORT):
         if ep.exists() or ep.is_symlink():
             edge = read_edge_report(ep, root=root)
             break
 
     overrides = None
-    ov_candidates = [root / "runtime_overrides.json"]
-    if root.name == "latest" and root.parent.name == "soak":
-        ov_candidates.append(root.parent / "runtime_overrides.json")
+    ov_candidates = [root / OVERRIDES]
+    if root.name == LATEST and root.parent.name == SEED_PARENT:
+        ov_candidates.append(root.parent / OVERRIDES)
     for op in ov_candidates:
         if op.exists() or op.is_symlink():
             overrides, w = read_runtime_overrides(op, reg, root=op.parent)
@@ -571,26 +568,19 @@ def load(path: str | Path, cfg: Mapping[str, Any] | None = None) -> SeedRun:
                                                                           for r in records),
         "duration_s": None,
     }
-    return SeedRun(path=root.resolve(), source=src, dialect=dialect, manifest=manifest, records=records,
-                   gaps=gaps, warnings=warnings, tuning_report=tuning_report, snapshot=snapshot,
-                   edge_report=edge, runtime_overrides=overrides)
+    if tuning_report is None:
+        tuning_report = tuning_report_of(records)
+    elif len(tuning_report["iterations"]) != len(records):
+        warnings.append(f"{TUNING_REPORT} has {len(tuning_report['iterations'])} entries for {len(records)} "
+                        "ITER_SUMMARY files")
+    return Run(path=root.resolve(), layout="seed", dialect=dialect, manifest=manifest, records=records, gaps=gaps,
+               warnings=warnings, tuning_report=tuning_report, snapshot=snapshot, edge_report=edge,
+               runtime_overrides=overrides)
 
 
 def open_seed_run(path: str | Path, cfg: Mapping[str, Any] | None = None) -> Run | None:
-    """``soaklib.store.loader`` hook: a seed layout as a ``loader.Run``, or None when ``path`` is not one.
-
-    The Run also carries ``edge_report`` and ``runtime_overrides`` (None when absent)."""
+    """``soaklib.store.loader`` hook: a seed layout as a ``Run``, or None when ``path`` is not one."""
     p = Path(path)
-    if (p / "run.json").exists() or find_root(p) is None:
+    if (p / MANIFEST).exists() or find_root(p) is None:
         return None
-    s = load(p, cfg)
-    tr = s.tuning_report
-    if tr is None:
-        tr = tuning_report(s.records)
-    elif len(tr["iterations"]) != len(s.records):
-        s.warnings.append(f"TUNING_REPORT.json has {len(tr['iterations'])} entries for {len(s.records)} "
-                          "ITER_SUMMARY files")
-    run = Run(path=s.path, layout="seed", dialect=s.dialect, manifest=s.manifest, records=s.records,
-              gaps=s.gaps, warnings=s.warnings, tuning_report=tr, snapshot=s.snapshot,
-              edge_report=s.edge_report, runtime_overrides=s.runtime_overrides)
-    return run
+    return load(p, cfg)

@@ -1,7 +1,7 @@
 """Reading runs: ``open_run(path) -> Run``, the one loader every command and notebook uses.
 
 Layouts: a soaklib run dir (``run.json`` + ``ITER_SUMMARY_<n>.json``) or ``runs/latest``; the
-seed-toolkit layouts are handled by ``soaklib.store.legacy`` (hooked in ``_open_seed`` below). Records are
+seed-toolkit layouts are handled by ``soaklib.store.legacy`` (``legacy.open_seed_run``). Records are
 validated against the shipped schema when read; iterations are ordered numerically with no cap,
 and missing iteration numbers are reported in ``Run.gaps`` and ``Run.warnings``.
 
@@ -11,7 +11,6 @@ take a list of normalised records and are public so analysis code can reuse them
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
 
 from soaklib.core import io as _io
 from soaklib.core.config import defaults
@@ -19,19 +18,11 @@ from soaklib.core.errors import RecordError
 from soaklib.core.records import tuning_report, validate_record
 from soaklib.core.run import Run
 from soaklib.store import legacy
+from soaklib.store.rundir import MANIFEST, REPORTS_DIR, SNAPSHOT, TUNING_REPORT
 
-MANIFEST = "run.json"
-TUNING_REPORT = "TUNING_REPORT.json"
-SNAPSHOT = Path("reports") / "analysis" / "POST_SOAK_SNAPSHOT.json"
+_SNAPSHOT = REPORTS_DIR / SNAPSHOT
 # ---------------------------------------------------------------------------------------------
 # opening
-
-
-def find_gaps(numbers: Iterable[int], upto: int = 0) -> list[int]:
-    """Iteration numbers missing from 1..max(numbers, upto)."""
-    have = set(numbers)
-    top = max(list(have) + [upto, 0])
-    return [i for i in range(1, top + 1) if i not in have]
 
 
 def record_files(d: Path) -> dict[int, Path]:
@@ -74,7 +65,7 @@ def _open_soaklib(p: Path) -> Run:
     if done > max(planned, 0):
         raise RecordError(f"iterations_done {done} exceeds iterations_planned {planned}", path=p / MANIFEST,
                           field="iterations_done")
-    gaps = find_gaps((r["iteration"] for r in records), done)
+    gaps = legacy.gaps_of([r["iteration"] for r in records], done)
     if gaps:
         warnings.append(f"missing iterations: {', '.join(map(str, gaps))}")
     status = manifest.get("status")
@@ -95,30 +86,32 @@ def _open_soaklib(p: Path) -> Run:
             warnings.append("TUNING_REPORT.json does not match the records; recomputed from the records")
         tr = tuning_report(records)
     snapshot = None
-    if (p / SNAPSHOT).is_file():
+    if (p / _SNAPSHOT).is_file():
         # a derived file: a broken one must not lock out `soak report`, which rewrites it
         try:
-            snapshot = _io.read_json(p / SNAPSHOT)
+            snapshot = _io.read_json(p / _SNAPSHOT)
         except RecordError as exc:
             warnings.append(f"{exc}; ignored (run `soak report` to rewrite it)")
         if snapshot is not None and not isinstance(snapshot, dict):
-            warnings.append(f"{p / SNAPSHOT}: expected a JSON object; ignored (run `soak report` to rewrite it)")
+            warnings.append(f"{p / _SNAPSHOT}: expected a JSON object; ignored (run `soak report` to rewrite it)")
             snapshot = None
     return Run(path=p, layout="soaklib", dialect="soaklib", manifest=manifest, records=records, gaps=gaps,
-               warnings=warnings, tuning_report=tr, snapshot=snapshot)
-
-
-def _open_seed(p: Path) -> Run | None:
-    """Seed-toolkit layouts (``soaklib.store.legacy``); None when ``p`` is not one."""
-    return legacy.open_seed_run(p)
+               warnings=warnings, tuning_report=tr, snapshot=snapshot, manifest_path=p / MANIFEST)
 
 
 def open_run(path: str | Path) -> Run:
     """Open a run: a soaklib run dir, ``runs/latest``, or a seed layout (via ``soaklib.store.legacy``).
 
-    Raises RecordError naming the path when it is not a run, or when a record is invalid.
+    The one loader every command and notebook uses. Raises RecordError naming the path when it is not
+    a run, when a record is invalid, or when the file system refuses a read.
     """
-    p = Path(path).expanduser()
+    try:
+        return _open(Path(path).expanduser())
+    except OSError as exc:
+        raise RecordError(f"cannot read run: {exc.strerror or exc}", path=path) from None
+
+
+def _open(p: Path) -> Run:
     if not p.exists():
         raise RecordError("no such run directory", path=p)
     if p.is_file():
@@ -129,7 +122,7 @@ def open_run(path: str | Path) -> Run:
     p = p.resolve()
     if (p / MANIFEST).is_file():
         return _open_soaklib(p)
-    run = _open_seed(p)
+    run = legacy.open_seed_run(p)
     if run is not None:
         return run
     raise RecordError("not a run directory: no run.json and no recognised ITER_SUMMARY layout", path=p)

@@ -1,4 +1,5 @@
-"""Run directory layout (DESIGN §4): the only module that spells run-dir file names for writing.
+"""Run directory layout (DESIGN §4): the only module that spells run-dir file names (every reader and
+writer takes them from here), and the writer of our own run dirs.
 
 ``runs/<YYYYMMDDTHHMMSSZ>-<8 hex>/`` is created exclusively (``mkdir`` fails if it exists), so
 two runs started at once never share a file. Records are written once; TUNING_REPORT.json and
@@ -19,14 +20,30 @@ from typing import Any, Iterable, Mapping
 from soaklib.core import io as _io
 from soaklib.core.errors import InputError, RecordError
 from soaklib.core.records import plain, utc_now, version_string
-from soaklib.store.loader import read_records
 
+# -- file names -------------------------------------------------------------------------------
 MANIFEST = "run.json"
 OVERRIDES = "runtime_overrides.json"
 TUNING_REPORT = "TUNING_REPORT.json"
 LATEST = "latest"
 LOCK = ".lock"
-RECORD_RE = re.compile(r"^ITER_SUMMARY_(\d+)\.json$")
+RECORD_GLOB = "ITER_SUMMARY_*.json"
+# the number as written, sign and zero padding included, so a reader can refuse or normalise it
+RECORD_RE = re.compile(r"^ITER_SUMMARY_([+-]?\d+)\.json$")
+REPORTS_DIR = Path("reports") / "analysis"   # derived reports, relative to the run dir
+SNAPSHOT = "POST_SOAK_SNAPSHOT.json"
+GATE = "GATE.json"
+DELTA_VERIFY = "DELTA_VERIFY_REPORT"         # .json and .md
+AUDIT = "POST_SOAK_AUDIT"                    # .ipynb, .html, .md
+RECOMMENDATIONS = "RECOMMENDATIONS"          # .ipynb, .html, .md
+FAILURES = "FAILURES.md"
+METRICS_TEXTFILE = Path("metrics") / "soak.prom"
+# the earlier toolkit's layouts (read only): where its ITER_SUMMARY folder may sit under a given path,
+# and its artifacts beside the records
+SEED_RECORD_DIRS: tuple[tuple[str, ...], ...] = (("soak", "latest"), ("latest",), ("artifacts", "soak", "latest"), ())
+SEED_PARENT = "soak"                          # <dir>/soak/latest: the CI download nesting
+EDGE_REPORT = "EDGE_REPORT.json"
+ARTIFACTS = "artifacts"
 RUN_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 MANIFEST_SCHEMA = "1.0"
 STATUSES = ("running", "completed", "failed", "interrupted")
@@ -191,13 +208,6 @@ class RunDir:
 
     def write_tuning_report(self, report: Mapping[str, Any]) -> Path:
         return self._write(TUNING_REPORT, report)
-
-    def record_numbers(self) -> list[int]:
-        return sorted(int(m.group(1)) for f in self.path.iterdir() if (m := RECORD_RE.match(f.name)))
-
-    def read_records(self) -> list[dict]:
-        """All records on disk, validated, in iteration order."""
-        return read_records(self.path)
 
     # -- latest ---------------------------------------------------------------------------------
     def mark_latest(self) -> None:

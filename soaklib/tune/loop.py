@@ -32,7 +32,8 @@ from soaklib.core.records import (
 from soaklib.core.seeding import iteration_seed
 from soaklib.execute import runners as _runners
 from soaklib.execute.base import Runner, RunnerOutput
-from soaklib.store.rundir import RunDir, new_manifest
+from soaklib.store.loader import read_records
+from soaklib.store.rundir import MANIFEST, RunDir, new_manifest
 from soaklib.tune.tuner import decide
 
 log = logging.getLogger("soaklib.tune.loop")
@@ -199,7 +200,7 @@ def run_soak(*, runs_dir: str | Path, iterations: int, cfg: Mapping[str, Any], p
         raise InputError(f"expected a number > 0, got {dur!r}", field="duration_s")
     if runner is None:
         runner = _runners.make_runner("sim", scenario=scenario, duration_s=dur, config=cfg)
-    label = runner_label or getattr(runner, "name", "sim")
+    label = runner_label or runner.name
     manifest = new_manifest(config=cfg, seed=seed, runner=label, scenario=str(scenario), profile_name=profile_name,
                             profile_values=profile_values, iterations_planned=iterations, auto_tune=auto_tune,
                             duration_s=dur)
@@ -217,8 +218,8 @@ def resume(run_dir: str | Path, *, runner: Runner | None = None, observers: Sequ
         m = rd.manifest
         for key in ("config", "seed", "runner", "scenario", "iterations_planned", "auto_tune", "duration_s"):
             if key not in m:
-                raise RecordError("missing in the run manifest; cannot resume", path=rd.path / "run.json", field=key)
-        mpath = rd.path / "run.json"
+                raise RecordError("missing in the run manifest; cannot resume", path=rd.path / MANIFEST, field=key)
+        mpath = rd.path / MANIFEST
         try:
             validate_config(m["config"], mpath)
             m["config"]["run"]["max_failed_iterations"] + 0
@@ -226,7 +227,7 @@ def resume(run_dir: str | Path, *, runner: Runner | None = None, observers: Sequ
         except (KeyError, TypeError, AttributeError) as exc:
             raise RecordError(f"run manifest is incomplete ({type(exc).__name__}: {exc}); cannot resume",
                               path=mpath) from None
-        records = rd.read_records()
+        records = read_records(rd.path)
         nums = [r["iteration"] for r in records]
         if nums != list(range(1, len(nums) + 1)):
             raise RecordError(f"records are not contiguous from 1 ({nums[:10]}...); cannot resume", path=rd.path)
