@@ -12,6 +12,7 @@ from soaklib.core.config import load_config
 from soaklib.judge import analysis
 from soaklib.judge.verify import verify_run
 from soaklib.publish import bundle
+from soaklib.publish.markdown import verify_markdown
 from soaklib.store.loader import open_run
 from soaklib.store.synthetic import write_synthetic_run
 
@@ -33,7 +34,7 @@ def make_reported_run(root: Path, n: int = 10, *, params=None, kpis=None, cfg=No
     _io.write_json(rd / "POST_SOAK_SNAPSHOT.json", analysis.snapshot(run, cfg, 8))
     rep = verify_run(run, cfg)
     _io.write_json(rd / "DELTA_VERIFY_REPORT.json", rep.to_json())
-    _io.write_text(rd / "DELTA_VERIFY_REPORT.md", rep.to_markdown())
+    _io.write_text(rd / "DELTA_VERIFY_REPORT.md", verify_markdown(rep))
     for name in RENDERED:
         _io.write_text(rd / name, f"<!-- fixture -->\n# {name}\n")
     return p

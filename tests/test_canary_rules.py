@@ -49,8 +49,18 @@ def test_rules_structure():
 
 def test_thresholds_follow_config():
     cfg = load_config(overrides={"canary": {"p95_latency_max_ms": 420.0, "p95_latency_for": "90s"}})
-    text = bundle.alert_rules_yaml(cfg, version="v2")
-    assert '"soak_p95_latency_seconds > 0.42"' in text and "for: 90s" in text
+    rules = {r["alert"]: r for r in yaml.safe_load(bundle.alert_rules_yaml(cfg, version="v2"))["groups"][0]["rules"]}
+    assert rules["SoakCanaryP95LatencyHigh"]["expr"] == "soak_p95_latency_seconds > 0.42"
+    assert rules["SoakCanaryP95LatencyHigh"]["for"] == "90s"
+
+
+def test_config_strings_cannot_break_the_document():
+    nasty = "critical\n      - alert: Injected\n'\"{{ $x }}: #"
+    cfg = load_config(overrides={"bundle": {"alert_severity": nasty}})
+    doc = yaml.safe_load(bundle.alert_rules_yaml(cfg, version="v1"))
+    rules = doc["groups"][0]["rules"]
+    assert [r["alert"] for r in rules] == list(EXPECTED)
+    assert {r["labels"]["severity"] for r in rules} == {nasty}
 
 
 def test_bad_duration_refused():

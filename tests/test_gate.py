@@ -14,6 +14,7 @@ from soaklib.core import io as _io
 from soaklib.core.config import load_config
 from soaklib.core.errors import ConfigError
 from soaklib.judge import gate
+from soaklib.publish.markdown import gate_markdown
 from soaklib.store.synthetic import write_synthetic_run
 
 GOOD = {"maker_taker_ratio": 0.88, "p95_latency_ms": 250.0, "risk_ratio": 0.25, "net_bps": 3.0}
@@ -153,13 +154,13 @@ def test_dict_roundtrip_and_markdown(cfg):
     assert d["verdict"] == "WARN" and d["thresholds"]["net_bps"]["hard"] == 2.5
     back = gate.GateResult.from_dict(json.loads(_io.dumps(d)))
     assert back.to_dict() == d
-    md = r.to_markdown()
+    md = gate_markdown(r)
     assert "## Soak gate: **WARN**" in md and "| maker_taker_ratio | mean | >= 0.83 (soft 0.85) | 0.84 | 8 | WARN |" in md
 
 
 def test_markdown_escapes_untrusted_goal_name():
     c = load_config(overrides={"goals": {"<script>x": {"agg": "mean", "op": ">=", "hard": 1.0}}})
-    md = gate.evaluate(frame(), c, 8).to_markdown()
+    md = gate_markdown(gate.evaluate(frame(), c, 8))
     assert "<script>" not in md and "&lt;script&gt;" in md
 
 

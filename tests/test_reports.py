@@ -14,7 +14,7 @@ from PIL import Image
 
 from soaklib.core import io as _io
 from soaklib.core.errors import ReportError
-from soaklib.publish import reports
+from soaklib.publish import markdown, reports
 from soaklib.store.synthetic import write_synthetic_run
 from tests.conftest import require_tool
 
@@ -188,7 +188,7 @@ def test_simulated_recommendations_rank_by_effect_on_the_goals(tmp_path, monkeyp
     assert best.params["base_spread_bps_delta"] == pytest.approx(0.10)  # +5% of the [0, 1] range
     assert best.goals["maker_taker_ratio"]["value"] == pytest.approx(0.90) and best.met == 4
     assert [c.label for c in rec.candidates][0].startswith("base_spread_bps_delta")
-    md = rec.details_markdown()
+    md = markdown.recommendations_details(rec)
     assert "**Recommended:**" in md and "base_spread_bps_delta = 0.1" in md
 
 
@@ -240,5 +240,5 @@ def test_recommendations_say_inconclusive_when_there_is_no_data(tmp_path):
     from soaklib.store.loader import open_run
 
     run = open_run(write_synthetic_run(tmp_path, 3, failed=[1, 2, 3]))
-    md = recommend.recommend(run, load_config(), 8, simulate=False).status_markdown()
+    md = markdown.recommendations_status(recommend.recommend(run, load_config(), 8, simulate=False))
     assert "INCONCLUSIVE" in md and "All Goals Met" not in md

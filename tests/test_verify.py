@@ -13,6 +13,7 @@ from soaklib.core.config import load_config
 from soaklib.core.params import registry
 from soaklib.core.records import build_record, next_params
 from soaklib.judge.verify import verify_records, verify_run
+from soaklib.publish.markdown import verify_markdown
 from soaklib.store import rundir as store
 from soaklib.tune import tuner
 
@@ -69,7 +70,7 @@ def test_ignored_parameter_is_exactly_the_mismatch():
     bad = {k["param"] for p in rep.pairs for k in p["keys"] if k["outcome"] == "mismatch"}
     assert bad == {"min_interval_ms"}
     assert rep.full_apply_ratio < 0.95 and not rep.passed
-    md = rep.to_markdown()
+    md = verify_markdown(rep)
     assert "runner ignored it" in md
 
 
@@ -95,7 +96,7 @@ def test_unexpected_change_and_missing_key():
 def test_markdown_and_json_from_one_object():
     recs = drive(10, ignore="impact_cap_ratio")
     rep = verify_records(recs, CFG)
-    js, md = rep.to_json(), rep.to_markdown()
+    js, md = rep.to_json(), verify_markdown(rep)
     m = re.search(r"Full applications:\s*(\d+)/\s*(\d+)\s*\(([\d.]+)%\)", md)  # the seed CI regex
     assert m, md
     assert int(m.group(1)) == js["full_apply_count"]

@@ -10,6 +10,7 @@ from soaklib.core.config import run_config
 from soaklib.core.errors import CheckFailed, InputError
 from soaklib.core.goals import FAIL, INCONCLUSIVE, WARN
 from soaklib.judge.gate import evaluate
+from soaklib.publish.markdown import gate_markdown
 from soaklib.store.loader import open_run
 
 GATE_FILE = ("reports", "analysis", "GATE.json")
@@ -45,7 +46,7 @@ def command(run: str, last_n: int | None, summary_md: str | None, fail_on_warn: 
         try:
             # append: GitHub's step summary file collects several steps
             with open(summary_md, "a", encoding="utf-8") as f:
-                f.write(res.to_markdown())
+                f.write(gate_markdown(res))
         except OSError as exc:
             raise InputError(f"cannot write the summary: {exc.strerror or exc}", path=summary_md) from None
     click.echo(res.to_text())

@@ -12,7 +12,9 @@ from tqdm import tqdm
 
 from soaklib.core.config import load_config
 from soaklib.core.errors import InputError
+from soaklib.core.numbers import finite
 from soaklib.core.params import load_profile, registry
+from soaklib.core.text import fmt_num
 from soaklib.execute import runners
 from soaklib.publish.metrics import LiveExporter
 from soaklib.sim.scenario import load_scenario
@@ -52,10 +54,9 @@ class _Progress:
                        f"continue with: soak run --resume {where}", err=True)
 
 
-def _f(v: Any, fmt: str) -> str:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        return "-"
-    return format(v, fmt)
+def _f(v: Any, spec: str) -> str:
+    """A KPI in the terminal: '-' when not measured; an int is formatted like a float."""
+    return fmt_num(finite(v), spec, missing="-")
 
 
 def closing_table(records: list[dict]) -> str:
@@ -65,7 +66,7 @@ def closing_table(records: list[dict]) -> str:
     for r in records:
         s = r.get("summary") or {}
         t = r.get("tuning") or {}
-        changed = ", ".join(f"{k}{t['deltas'][k]:+g}" for k in t.get("changed_keys") or [] if k in t.get("deltas", {}))
+        changed = ", ".join(f"{k}{fmt_num(float(t['deltas'][k]), '+g')}" for k in t.get("changed_keys") or [] if k in t.get("deltas", {}))
         lines.append(f"{r['iteration']:>4} {r['status']:<6} {_f(s.get('net_bps'), '.2f'):>8} "
                      f"{_f(s.get('maker_taker_ratio'), '.3f'):>6} {_f(s.get('p95_latency_ms'), '.0f'):>7} "
                      f"{_f(s.get('risk_ratio'), '.2f'):>5} {(s.get('kpi_verdict') or '-'):<7} {changed}")

@@ -9,6 +9,7 @@ from soaklib.core import io as _io
 from soaklib.core.config import run_config
 from soaklib.core.errors import CheckFailed, InputError
 from soaklib.judge.verify import verify_run
+from soaklib.publish.markdown import verify_markdown
 from soaklib.store.loader import open_run
 
 REPORT_DIR = ("reports", "analysis")
@@ -36,7 +37,7 @@ def command(run: str, strict: bool, threshold: float | None, as_json: bool, conf
     except OSError as exc:
         raise InputError(f"cannot create the report directory: {exc.strerror or exc}", path=out) from None
     data = rep.to_json()
-    md = rep.to_markdown()
+    md = verify_markdown(rep)
     _io.write_json(out / f"{REPORT_NAME}.json", data)
     _io.write_text(out / f"{REPORT_NAME}.md", md)
     click.echo(_io.dumps(data) if as_json else md)

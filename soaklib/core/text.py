@@ -1,8 +1,12 @@
-"""Escaping for untrusted strings (symbol, profile, notes) in Markdown and HTML outputs."""
+"""Text for people: escaping untrusted strings (symbol, profile, notes) in Markdown and HTML, and how
+numbers are shown (``fmt_num``: the one number formatter of reports, tables and rationales)."""
 from __future__ import annotations
 
 import html
 import re
+from typing import Any
+
+from soaklib.core.numbers import finite
 
 # characters that start Markdown syntax anywhere in a line (tables, links, emphasis, code, HTML)
 _MD_SPECIAL = re.compile(r"([\\`*\[\]|~])")
@@ -39,6 +43,25 @@ def md_code(text: object) -> str:
         fence += "`"
     pad = " " if s.startswith("`") or s.endswith("`") else ""
     return f"{fence}{pad}{s}{pad}{fence}"
+
+
+def fmt_num(v: Any, spec: str = ".4g", *, missing: str = "n/a", big: float | None = None) -> str:
+    """A number for display.
+
+    Floats (numpy's too) are formatted with ``spec`` (4 significant digits by default); with ``big``,
+    a float whose magnitude is at least ``big`` is shown whole (``12345678``, not ``1.235e+07``).
+    ``None``, NaN and infinities show as ``missing``: no report prints ``nan``. Anything else (ints,
+    bools, strings) shows as written (``str``): pass ``float(x)`` to format an int with ``spec``.
+    """
+    if v is None:
+        return missing
+    if isinstance(v, float):
+        if finite(v) is None:
+            return missing
+        if big is not None and abs(v) >= big:
+            return f"{v:.0f}"
+        return format(v, spec)
+    return str(v)
 
 
 def html_escape(text: object) -> str:

@@ -27,7 +27,7 @@ from soaklib.core.goals import (
     goals_from_config,
     overall,
 )
-from soaklib.core.text import md_escape
+from soaklib.core.text import fmt_num
 
 
 @dataclass
@@ -50,7 +50,8 @@ class GoalResult:
 
 @dataclass
 class GateResult:
-    """Outcome of one gate evaluation; carries the thresholds it used."""
+    """Outcome of one gate evaluation; carries the thresholds it used. Its Markdown (the CI step
+    summary) is ``soaklib.publish.markdown.gate_markdown``."""
 
     verdict: str
     goals: list[GoalResult]
@@ -107,46 +108,22 @@ class GateResult:
             raise RecordError(f"not a gate result ({type(exc).__name__}: {exc})", path=path) from None
 
     def table_rows(self) -> list[list[str]]:
-        rows = []
-        for g in self.goals:
-            target = f"{g.op} {_fmt(g.hard)}" + (f" (soft {_fmt(g.soft)})" if g.soft is not None else "")
-            rows.append([g.kpi, g.agg, target, _fmt(g.value), str(g.n), g.status])
-        return rows
+        """kpi, agg, target, value, n, status per goal as shown (terminal table and CI summary)."""
+        def num(v: Any) -> str:
+            return fmt_num(v, big=1e4)
+
+        return [[g.kpi, g.agg, f"{g.op} {num(g.hard)}" + (f" (soft {num(g.soft)})" if g.soft is not None else ""),
+                 num(g.value), str(g.n), g.status] for g in self.goals]
 
     def to_text(self) -> str:
         """Plain table for the terminal."""
         head = ["kpi", "agg", "target", "value", "n", "status"]
         rows = self.table_rows()
         widths = [max(len(head[i]), *(len(r[i]) for r in rows)) if rows else len(head[i]) for i in range(6)]
-        lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
-        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
         win = f"iterations {self.window[0]}..{self.window[1]}" if self.window else "no ok iterations"
-        lines.append(f"verdict: {self.verdict}  (last_n={self.last_n}, {win})")
-        lines += [f"note: {n}" for n in self.notes]
-        return "\n".join(lines)
-
-    def to_markdown(self) -> str:
-        """Markdown for CI step summaries (GitHub ``$GITHUB_STEP_SUMMARY``)."""
-        win = f"iterations {self.window[0]}–{self.window[1]}" if self.window else "no ok iterations"
-        out = [f"## Soak gate: **{self.verdict}**", "",
-               f"Last {self.last_n} ok iterations ({win}, {len(self.iterations_evaluated)} evaluated).", "",
-               "| KPI | agg | target | value | n | status |", "|---|---|---|---|---|---|"]
-        for r in self.table_rows():
-            # only the KPI name can come from outside (a user config); the rest is ours
-            out.append("| " + " | ".join([md_escape(r[0])] + r[1:]) + " |")
-        if self.notes:
-            out += ["", "Notes:", ""] + [f"- {md_escape(n)}" for n in self.notes]
-        return "\n".join(out) + "\n"
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return "n/a"
-        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
-    return str(v)
+        return "\n".join(["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [head, *rows]]
+                         + [f"verdict: {self.verdict}  (last_n={self.last_n}, {win})"]
+                         + [f"note: {n}" for n in self.notes])
 
 
 def _last_n(cfg: Mapping[str, Any], last_n: int | None) -> int:

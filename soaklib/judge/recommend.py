@@ -19,7 +19,7 @@ import pandas as pd
 from soaklib.core.errors import ConfigError
 from soaklib.core.params import registry
 from soaklib.core.records import next_params
-from soaklib.core.text import md_escape
+from soaklib.core.text import fmt_num
 from soaklib.judge import analysis, gate
 from soaklib import sim
 
@@ -39,7 +39,7 @@ class Candidate:
 
 @dataclass
 class Recommendations:
-    """Result of :func:`recommend`; renders to a table, Markdown and a chart."""
+    """Result of :func:`recommend`: a table here; Markdown in ``publish.markdown``, a chart in ``publish.plots``."""
 
     mode: str                                   # "simulated" | "rule-based" | "none"
     targets: list[str]
@@ -66,21 +66,10 @@ class Recommendations:
                 "candidates": [c(x) for x in self.candidates], "rules": self.rules, "windows": self.windows,
                 "notes": self.notes, "best": c(self.best)}
 
-    def status_markdown(self) -> str:
-        unknown = [k for k, g in self.goals.items() if g.get("status") == "INCONCLUSIVE"]
-        if not self.targets and unknown:
-            return ("## Status: Not Enough Data [INCONCLUSIVE]\n\nNo value over the last-N window for: "
-                    + ", ".join(md_escape(k) for k in unknown) + ". Nothing can be recommended for them; "
-                    "the other goals are met.\n")
-        if not self.targets:
-            return ("## Status: All Goals Met [OK]\n\nEvery goal passes its hard and soft target over the "
-                    "last-N window; no parameter change is indicated by this run.\n")
-        lines = ["## Status: Tuning Required [WARN]", ""]
-        for k in self.targets:
-            g = self.goals[k]
-            lines.append(f"- **{md_escape(k)}** ({g.get('agg')}) = {_f(g.get('value'))}, target {g.get('op')} "
-                         f"{_f(g.get('hard'))} (soft {_f(g.get('soft'))}): {g.get('status')}")
-        return "\n".join(lines) + "\n"
+    @property
+    def inconclusive(self) -> list[str]:
+        """Goals with no value over the window (nothing can be recommended for them)."""
+        return [k for k, g in self.goals.items() if g.get("status") == "INCONCLUSIVE"]
 
     def table(self) -> pd.DataFrame | None:
         if self.mode == "simulated":
@@ -95,61 +84,9 @@ class Recommendations:
             return pd.DataFrame(self.rules).set_index(["goal", "change"]) if self.rules else None
         return None
 
-    def details_markdown(self) -> str:
-        if self.mode == "none":
-            return "No candidate changes: " + ("; ".join(md_escape(n) for n in self.notes) or "nothing to fix") + "\n"
-        if self.mode == "simulated":
-            w = self.windows
-            lines = [f"Re-simulated {len(w)} window(s) (iterations {', '.join(str(x['iteration']) for x in w)}, "
-                     f"same seeds, scenario and start) for the baseline and {len(self.candidates)} candidate(s) "
-                     f"in {self.seconds:.1f} s. Baseline = the parameters the next iteration would run with.", ""]
-            b = self.best
-            if b is None:
-                lines.append("**No candidate improved on the baseline**; none is recommended. Ranked results:")
-            else:
-                lines.append(f"**Recommended:** {md_escape(b.label)} — goals met {b.met}/{len(b.goals)} "
-                             f"(baseline {self.baseline.met}/{len(self.baseline.goals)}), gate verdict {b.verdict}.")
-                lines.append("")
-                lines.append("```python")
-                lines += [f"{k} = {b.params[k]!r}  # was {self.baseline.params.get(k)!r}" for k in sorted(b.deltas)]
-                lines.append("```")
-            lines += ["", "| rank | candidate | " + " | ".join(md_escape(k) for k in self.baseline.goals) +
-                      " | goals met | score |", "|---|---|" + "---|" * (len(self.baseline.goals) + 2)]
-            for i, x in enumerate([self.baseline] + self.candidates):
-                cells = []
-                for k, g in x.goals.items():
-                    base = self.baseline.goals[k].get("value")
-                    v = g.get("value")
-                    d = "" if x is self.baseline or v is None or base is None else f" ({v - base:+.3g})"
-                    cells.append(f"{_f(v)}{d} {g.get('status')}")
-                lines.append(f"| {'base' if i == 0 else i} | {md_escape(x.label)} | " + " | ".join(cells)
-                             + f" | {x.met} | {x.score:.3f} |")
-            return "\n".join(lines) + "\n"
-        lines = ["Not a simulator run: changes are rule-based (levers from `[recommend]` in the config), each "
-                 "with the run's own evidence.", "",
-                 "| goal | change | current | bounds room | KPI vs parameter across iterations | evidence |",
-                 "|---|---|---|---|---|---|"]
-        for r in self.rules:
-            lines.append(f"| {md_escape(r['goal'])} | {md_escape(r['change'])} | {_f(r['current'])} | "
-                         f"{_f(r['room'])} | {md_escape(r['correlation'])} | {md_escape(r['evidence'])} |")
-        return "\n".join(lines) + "\n"
-
-    def notes_markdown(self) -> str:
-        out = [f"- {md_escape(n)}" for n in self.notes]
-        out.append(f"- mode: {self.mode}; targets: {', '.join(self.targets) or 'none'}")
-        return "\n".join(out) + "\n"
-
 
 def better(d: float, op: str) -> bool:
     return bool(d == d and ((d > 0) if op in (">=", ">") else (d < 0)))
-
-
-def _f(v: Any) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return "n/a" if v != v else f"{v:.4g}"
-    return str(v)
 
 
 def levers(cfg: Mapping[str, Any], goal: str) -> list[tuple[str, int]]:
@@ -178,9 +115,8 @@ def recommend(run, cfg: Mapping[str, Any], last_n: int, *, snapshot: Mapping[str
     goals = snap["goals"]
     targets = [k for k, g in goals.items() if g.get("status") in TARGET_STATUSES]
     rec = Recommendations(mode="none", targets=targets, goals=dict(goals))
-    inconclusive = [k for k, g in goals.items() if g.get("status") == "INCONCLUSIVE"]
-    if inconclusive:
-        rec.notes.append("not enough data for " + ", ".join(inconclusive) + ": no change computed for them")
+    if rec.inconclusive:
+        rec.notes.append("not enough data for " + ", ".join(rec.inconclusive) + ": no change computed for them")
     if not targets:
         rec.notes.append("no goal fails or misses its soft target")
         return rec
@@ -210,7 +146,7 @@ def _candidates(cfg, targets, base: Mapping[str, Any]) -> list[tuple[str, dict]]
                 continue
             new = reg[name].normalise(base[name] + sign * _step(cfg, name))
             if new != base[name]:
-                lst.append((f"{name} {'+' if new > base[name] else ''}{_f(float(new - base[name]))}", {name: new}))
+                lst.append((f"{name} {'+' if new > base[name] else ''}{fmt_num(float(new - base[name]))}", {name: new}))
         per_goal.append(lst)
     out, seen = [], set()
     limit = int(cfg["recommend"]["max_candidates"])
@@ -313,17 +249,17 @@ def _rule_based(run, cfg, snap, rec: Recommendations) -> Recommendations:
                               axis=1, join="inner").dropna()
                 if len(j) >= 3 and j.iloc[:, 0].nunique() > 1 and j.iloc[:, 1].nunique() > 1:
                     rho = float(j.rank().corr().iloc[0, 1])
-                    corr_txt = f"Spearman ρ = {rho:+.2f} over {len(j)} iterations"
+                    corr_txt = f"Spearman ρ = {fmt_num(rho, '+.2f')} over {len(j)} iterations"
                     expect = sign * (1 if better_up else -1)
                     agree = (rho * expect) > 0
             step = _step(cfg, name)
-            evidence = (f"{goal} {snap['goals'][goal].get('agg')} {_f(snap['goals'][goal].get('value'))} vs "
-                        f"{op} {_f(cfg['goals'][goal]['hard'])}, trend {trend}; "
+            evidence = (f"{goal} {snap['goals'][goal].get('agg')} {fmt_num(snap['goals'][goal].get('value'))} vs "
+                        f"{op} {fmt_num(cfg['goals'][goal]['hard'])}, trend {trend}; "
                         + ("run data agrees" if agree else "run data contradicts: test first" if agree is False
                            else "no in-run variation to confirm"))
             if room is not None and room <= 0:
                 evidence += f"; {name} is at its bound"
-            rec.rules.append({"goal": goal, "change": f"{name} {'+' if sign > 0 else '-'}{_f(float(step))}",
+            rec.rules.append({"goal": goal, "change": f"{name} {'+' if sign > 0 else '-'}{fmt_num(float(step))}",
                               "current": cur, "room": room, "correlation": corr_txt, "evidence": evidence,
                               "supported": agree})
     return rec

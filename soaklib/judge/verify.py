@@ -10,7 +10,8 @@ observed = params(n+1) (what the runner reports it ran with). Outcomes:
 - ``unchanged``: nothing proposed and nothing changed (checked, not counted in the ratio).
 
 ``full_apply_ratio`` = full ÷ (proposed − guard_skipped); 1.0 when that denominator is 0 (said so in
-``ratio_note``). JSON and Markdown are rendered from the same ``VerifyReport``.
+``ratio_note``). JSON and Markdown are rendered from the same ``VerifyReport`` (the Markdown by
+``soaklib.publish.markdown.verify_markdown``).
 """
 from __future__ import annotations
 
@@ -18,12 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from soaklib.core.params import registry
-from soaklib.core.text import md_code, md_escape
 
 
 @dataclass
 class VerifyReport:
-    """One verification of one run; ``to_json`` and ``to_markdown`` render this same object."""
+    """One verification of one run; its JSON (``to_json``) and Markdown (``publish.markdown``) come from
+    this same object."""
 
     run_path: str
     threshold: float
@@ -69,61 +70,22 @@ class VerifyReport:
             "warnings": list(self.warnings),
         }
 
-    def to_markdown(self) -> str:
-        c = self.counts
-        pct = 100.0 * self.full_apply_ratio
-        lines = [
-            "# Delta-Apply Verification Report", "",
-            f"Run: {md_code(self.run_path)}. Expected = params(n) + applied deltas(n); "
-            "observed = params(n+1) as the runner reported them.", "",
-            "## Summary Table", "",
-            "| Iter (i-1 → i) | Proposed Keys | Applied | Guards | Params Match | Reason |",
-            "|---|---|---|---|---|---|",
-        ]
+    def pair_rows(self) -> list[dict[str, Any]]:
+        """One summary row per checked pair: proposed keys, guards, whether the params matched, why."""
+        rows = []
         for p in self.pairs:
-            prop = [k for k in p["keys"] if k["proposed_delta"] is not None]
+            prop = [k["param"] for k in p["keys"] if k["proposed_delta"] is not None]
             bad = [k for k in p["keys"] if k["outcome"] in ("mismatch", "missing")]
-            guards = sorted({k["guard"] for k in p["keys"] if k["guard"]})
-            match = "N" if bad else ("Y" if prop else "N/A")
-            reason = "; ".join(f"{k['param']}: {k['outcome']}" for k in bad) or \
-                ("full_apply" if prop else "no_deltas_proposed")
-            lines.append(f"| {p['from']} → {p['to']} | {md_escape(', '.join(k['param'] for k in prop)) or '-'} | "
-                         f"{'Y' if p['applied'] else 'N'} | {md_escape(', '.join(guards)) or '-'} | {match} | "
-                         f"{md_escape(reason)} |")
-        lines += [
-            "", "## Metrics", "",
-            f"- **Total iteration pairs:** {len(self.pairs)}",
-            f"- **Proposed deltas (key × pair):** {c['proposed']}",
-            f"- **Guard skipped:** {c['guard_skipped']}",
-            f"- **Mismatches:** {c['mismatch']}",
-            f"- **Missing (delta_nested_miss_paths_total):** {c['missing']}",
-            f"- **Unexpected changes (no delta decided):** {c['unexpected_changes']}",
-            f"- **Signature stuck events:** {c['signature_stuck']}",
-            f"- **Full apply ratio:** {self.full_apply_ratio:.3f}",
-            "",
-            # the seed's literal line; CI regexes parse it: Full applications:\s*\d+/\s*\d+\s*\(([\d.]+)%\)
-            f"Full applications: {c['full_apply']}/{self.denominator} ({pct:.1f}%)",
-        ]
-        if self.ratio_note:
-            lines += ["", f"Note: {md_escape(self.ratio_note)}"]
-        bad = [(p, k) for p in self.pairs for k in p["keys"] if k["outcome"] in ("mismatch", "missing")]
-        if bad:
-            lines += ["", "## Detailed Mismatches", "",
-                      "| Iter | Parameter | Expected | Observed | Delta | Outcome | Reason |", "|---|---|---|---|---|---|---|"]
-            for p, k in bad:
-                lines.append(f"| {p['from']} → {p['to']} | {md_escape(k['param'])} | {_f(k['expected'])} | "
-                             f"{_f(k['observed'])} | {_f(k['delta'])} | {k['outcome']} | {md_escape(k['reason'])} |")
-        if self.warnings:
-            lines += ["", "## Warnings", ""] + [f"- {md_escape(w)}" for w in self.warnings]
-        verdict = {"PASS": "✅ PASS", "FAIL": "❌ FAIL", "INCONCLUSIVE": "⚠️ INCONCLUSIVE"}[self.verdict]
-        lines += ["", "## Verdict", "",
-                  f"{verdict} (full_apply_ratio {self.full_apply_ratio:.3f}, threshold {self.threshold:.3f}"
-                  f"{', unexpected changes ' + str(c['unexpected_changes']) if c['unexpected_changes'] else ''})", ""]
-        return "\n".join(lines)
+            rows.append({"from": p["from"], "to": p["to"], "proposed": prop, "applied": p["applied"],
+                         "guards": sorted({k["guard"] for k in p["keys"] if k["guard"]}),
+                         "match": "N" if bad else ("Y" if prop else "N/A"),
+                         "reason": "; ".join(f"{k['param']}: {k['outcome']}" for k in bad)
+                         or ("full_apply" if prop else "no_deltas_proposed")})
+        return rows
 
-
-def _f(v: Any) -> str:
-    return "-" if v is None else f"{v:g}" if isinstance(v, (int, float)) else md_escape(str(v))
+    def mismatches(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """(pair, key) for every parameter that did not land (mismatch or missing)."""
+        return [(p, k) for p in self.pairs for k in p["keys"] if k["outcome"] in ("mismatch", "missing")]
 
 
 def _num(v: Any) -> float | None:

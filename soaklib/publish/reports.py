@@ -14,7 +14,6 @@ import importlib
 import importlib as _imp
 import io
 import os
-import re
 import tempfile
 import threading
 import time
@@ -29,10 +28,10 @@ from soaklib.core import io as _io
 from soaklib.core.config import load_config, run_config
 from soaklib.core.errors import InputError, ReportError, SoakError
 from soaklib.core.params import registry
-from soaklib.core.text import html_escape, md_escape, sparkline
+from soaklib.core.text import html_escape, sparkline
 from soaklib.judge import recommend
 from soaklib.judge.verify import verify_run
-from soaklib.publish import plots
+from soaklib.publish import markdown, plots
 from soaklib.store.loader import open_run
 from soaklib.store.synthetic import write_synthetic_run
 
@@ -147,18 +146,13 @@ def _open(src, last_n, config):
     return cfg, path, run, snap
 
 
-def _fmt(v: Any, digits: int = 4) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        if v != v:
-            return "n/a"
-        return f"{v:.{digits}g}" if abs(v) < 1e5 else f"{v:.0f}"
-    return str(v)
-
-
 def _md(text: str):
     return Markdown(text)
+
+
+def _audit(view: str, **kwargs: Any):
+    """One view of the audit notebook: a macro of templates/audit.md.j2, as a Markdown display object."""
+    return _md(markdown.part("audit.md.j2", view, **kwargs))
 
 
 def _png(fig):
@@ -195,7 +189,7 @@ class _View:
         """A Markdown box naming what is wrong with the input (None when all is well)."""
         if self.ok:
             return None
-        return _md(f"> **Cannot analyse {md_escape(self.src) or '(example run)'}:** {md_escape(self.error)}\n")
+        return _audit("problem", src=self.src, error=self.error)
 
     @property
     def iterations(self) -> pd.DataFrame:
@@ -205,13 +199,13 @@ class _View:
     def goal_specs(self) -> dict:
         return dict(self.cfg.get("goals", {})) if self.ok else {}
 
-    def _label(self) -> str:
+    def _source(self) -> dict[str, Any]:
+        """What the headers' **Source:** line names (untrusted: the template escapes each)."""
         m = (self.run.manifest or {}) if self.ok else {}
         prof = m.get("profile") or {}
         name = prof.get("name") if isinstance(prof, Mapping) else prof
-        # no code spans: md_escape's backslashes would show literally inside them
-        return (f"run {md_escape(m.get('run_id') or self.path)} · runner {md_escape(m.get('runner') or 'n/a')} · "
-                f"scenario {md_escape(m.get('scenario') or 'n/a')} · profile {md_escape(name or 'n/a')}")
+        return {"run": m.get("run_id") or self.path, "runner": m.get("runner") or "n/a",
+                "scenario": m.get("scenario") or "n/a", "profile": name or "n/a"}
 
 
 class Audit(_View):
@@ -221,16 +215,7 @@ class Audit(_View):
         """Generated / Iterations / Verdict lines (seed header)."""
         if not self.ok:
             return self.problem()
-        s = self.snap
-        its = s["iterations_analyzed"]
-        rng = f"iterations {its[0]}-{its[-1]}" if its else "no ok iterations"
-        verdict = ("PASS - READY FOR PROD-FREEZE" if s["verdict"] == "PASS"
-                   else f"{s['verdict']} - Additional tuning recommended")
-        lines = [f"**Generated:** {s['timestamp']}", "",
-                 f"**Iterations:** {s['iterations_total']} (analyzing last-{s['last_n']}: {rng})", "",
-                 f"**Verdict:** {verdict}", "", f"**Source:** {self._label()}"]
-        lines += [f"\n> note: {md_escape(n)}" for n in s.get("notes", [])]
-        return _md("\n".join(lines) + "\n")
+        return _audit("header", s=self.snap, src=self._source())
 
     def verdict_text(self) -> str:
         """Deterministic one-screen verdict (the nbval-checked cell prints this)."""
@@ -247,13 +232,7 @@ class Audit(_View):
         """| Metric | Target | Last-n Value | Status | for each goal."""
         if not self.ok:
             return None
-        rows = ["| Metric | Target | Last-n Value | Status |", "|---|---|---|---|"]
-        for k, g in self.snap["goals"].items():
-            st = g.get("status")
-            mark = {"PASS": "[OK]", "WARN": "[WARN]", "FAIL": "[FAIL]"}.get(st, f"[{st}]")
-            rows.append(f"| {md_escape(k)} ({g.get('agg')}) | {md_escape(g.get('op'))} {_fmt(g.get('hard'))} | "
-                        f"{_fmt(g.get('value'))} | {mark} |")
-        return _md("\n".join(rows) + "\n")
+        return _audit("summary", goals=self.snap["goals"])
 
     def kpi_table(self):
         """All iterations vs last-n: mean, median, min, max and trend per metric (Markdown table)."""
@@ -282,10 +261,8 @@ class Audit(_View):
         if not self.ok:
             return None
         it = self.iterations
-        names = [m for m in self.snap["kpi_all"]]
-        lines = [f"{m:20s} [{sparkline(pd.to_numeric(it[m], errors='coerce').tolist())}]" for m in names]
-        return _md(f"Metric trends over {len(it)} iterations (one character per iteration, low ▁ to high █; "
-                   "blank = failed):\n\n```\n" + "\n".join(lines) + "\n```\n")
+        lines = [(m, sparkline(pd.to_numeric(it[m], errors="coerce").tolist())) for m in self.snap["kpi_all"]]
+        return _audit("sparklines", n=len(it), lines=lines)
 
     def _plot(self, fn, *args):
         if not self.ok:
@@ -317,37 +294,16 @@ class Audit(_View):
         """Guard activations in the window, delta application and skip reasons (seed headings)."""
         if not self.ok:
             return None
-        g = self.snap["guards_last_n"]
-        t = self.snap["tuning_summary"]
-        out = ["### Guard Activations", "", "| Guard Type | Count | Iterations |", "|---|---|---|"]
-        for k, c in g["counts"].items():
-            its = g["iterations"].get(k, [])
-            shown = ", ".join(str(i) for i in its[:10]) + (f" … (+{len(its) - 10} more)" if len(its) > 10 else "")
-            out.append(f"| {md_escape(k)} | {c} | {shown or '-'} |")
-        out += ["", "### Delta Application", "",
-                f"- **Applied:** {t['applied_count']} iteration(s) changed parameters"
-                + (f" ({_short_list(t['applied_iterations'])})" if t["applied_iterations"] else ""),
-                f"- **Changed Keys:** {md_escape(', '.join(t['changed_keys'])) or 'none'}",
-                f"- **Proposals:** {t['proposals']}; decisions: "
-                + (", ".join(f"{md_escape(k)} {v}" for k, v in t["decisions"].items()) or "none"),
-                "- **Clamped/blocked by guard:** "
-                + (", ".join(f"{md_escape(k)} {v}" for k, v in t["blocked_by_guard"].items()) or "none"),
-                "", "### Skip Reasons", ""]
-        out += [f"- {md_escape(k)}: {v}" for k, v in t["skip_reasons"].items()] or ["- none"]
-        return _md("\n".join(out) + "\n")
+        return _audit("guards", g=self.snap["guards_last_n"], t=self.snap["tuning_summary"])
 
     def anomalies(self):
         """Peak p95 / risk / adverse p95 with their iteration, and frequent guards."""
         if not self.ok:
             return None
         pk = analysis.peaks(self.iterations, ["p95_latency_ms", "risk_ratio", "adverse_bps_p95"])
-        out = [f"- **Peak {md_escape(m)}:** {_fmt(v['value'])} (iteration {v['iteration']})" for m, v in pk.items()]
         lim = int(self.cfg["snapshot"]["anomaly_guard_count"])
-        for k, c in self.snap["guards_last_n"]["counts"].items():
-            if c > lim:
-                out.append(f"- {md_escape(k)} guard fired in {c} iterations of the window (more than {lim}): "
-                           "review whether these are false positives")
-        return _md("\n".join(out or ["- none"]) + "\n")
+        frequent = [(k, c) for k, c in self.snap["guards_last_n"]["counts"].items() if c > lim]
+        return _audit("anomalies", peaks=pk, frequent=frequent, lim=lim)
 
     def verification(self):
         """Delta verification (soaklib.judge.verify) as Markdown."""
@@ -357,10 +313,9 @@ class Audit(_View):
         try:
             rep = verify_run(self.run, self.cfg)
         except SoakError as exc:
-            return _md(f"> delta verification unavailable: {md_escape(exc)}\n")
-        text = rep.to_markdown()
-        # demote its headings under our section heading
-        return _md("\n".join(("##" + ln) if ln.startswith("#") else ln for ln in text.splitlines()) + "\n")
+            return _audit("verify_unavailable", error=exc)
+        # its headings go two levels below the notebook's section heading
+        return _md(markdown.verify_markdown(rep, demote=2))
 
     def failures(self):
         """Failed iterations with their reasons, gaps, and loader warnings."""
@@ -378,48 +333,30 @@ class Audit(_View):
 def frame_markdown(df: pd.DataFrame | None) -> str:
     """A DataFrame as a Markdown table (cells escaped, floats to 4 significant digits)."""
     if df is None or df.empty:
-        return "(no data)\n"
+        return markdown.part("audit.md.j2", "table", head=None, rows=[])
     head = [str(df.index.name or "")] + [str(c) for c in df.columns]
-    out = ["| " + " | ".join(md_escape(h) for h in head) + " |", "|" + "---|" * len(head)]
-    for idx, row in df.iterrows():
-        out.append("| " + " | ".join([md_escape(idx)] + [md_escape(v) if isinstance(v, str) else _fmt(v) for v in row.tolist()]) + " |")
-    return "\n".join(out) + "\n"
-
-
-def _short_list(its: list[int], k: int = 10) -> str:
-    return ", ".join(str(i) for i in its[:k]) + (f" … (+{len(its) - k} more)" if len(its) > k else "")
+    return markdown.part("audit.md.j2", "table", head=head, rows=[(idx, row.tolist()) for idx, row in df.iterrows()])
 
 
 def failures_section(run, snap: Mapping[str, Any]) -> str:
     """Markdown list of failed iterations (reason, stderr tail), gaps and loader warnings."""
-    out = []
-    failed = set(snap.get("iterations_failed", []))
+    return markdown.part("audit.md.j2", "failures", **_failures(run, snap))
+
+
+def _failures(run, snap: Mapping[str, Any]) -> dict[str, Any]:
+    failed_its = set(snap.get("iterations_failed", []))
+    failed = []
     for rec in getattr(run, "records", None) or []:
-        if rec.get("iteration") in failed:
+        if rec.get("iteration") in failed_its:
             f = rec.get("failure") or {}
             tail = str(f.get("stderr_tail") or "").strip().splitlines()[-1:] or [""]
-            out.append(f"- iteration {rec['iteration']}: {md_escape(f.get('reason') or 'failed')}"
-                       + (f" (stderr: {md_escape(tail[0][:200])})" if tail[0] else ""))
-    if snap.get("gaps"):
-        out.append(f"- missing iteration files: {_short_list(snap['gaps'])}")
-    out += [f"- loader warning: {md_escape(w)}" for w in (getattr(run, "warnings", None) or [])]
-    return "\n".join(out or ["- no failed iterations, no gaps"]) + "\n"
+            failed.append({"iteration": rec["iteration"], "reason": f.get("reason") or "failed", "tail": tail[0]})
+    return {"failed": failed, "gaps": snap.get("gaps") or [], "warnings": getattr(run, "warnings", None) or []}
 
 
 def final_assessment(snap: Mapping[str, Any]) -> str:
-    bad = [(k, g) for k, g in snap["goals"].items() if g.get("status") not in ("PASS",)]
-    if not bad:
-        return ("All goals met over the last-N window"
-                + (" and the tuner reports freeze-ready." if snap["freeze_ready"] else
-                   "; the tuner has not reported freeze-ready, so parameters may still move.") + "\n")
-    lines = ["[WARN] **Goals not met:**", ""]
-    for k, g in bad:
-        trend = (snap["kpi_last_n"].get(k) or {}).get("trend", "n/a")
-        lines.append(f"- {md_escape(k)}: {g.get('agg')} = {_fmt(g.get('value'))}, target {g.get('op')} "
-                     f"{_fmt(g.get('hard'))} → {g.get('status')} (trend over the window: {trend})"
-                     + (f"; {md_escape(g['note'])}" if g.get("note") else ""))
-    lines += ["", "See RECOMMENDATIONS for the computed candidate changes."]
-    return "\n".join(lines) + "\n"
+    bad = [(k, g) for k, g in snap["goals"].items() if g.get("status") != "PASS"]
+    return markdown.part("audit.md.j2", "final", s=snap, bad=bad)
 
 
 class Advice(_View):
@@ -439,13 +376,12 @@ class Advice(_View):
         if not self.ok:
             return self.problem()
         status = {"PASS": "PROD-READY", "INCONCLUSIVE": "NOT ENOUGH DATA"}.get(self.snap["verdict"], "TUNING NEEDED")
-        return _md(f"**Generated:** {self.snap['timestamp']}\n\n**Status:** {status}\n\n"
-                   f"**Source:** {self._label()}\n")
+        return _audit("advice_header", s=self.snap, status=status, src=self._source())
 
     def status(self):
         if not self.ok:
             return None
-        return _md(self.result.status_markdown())
+        return _md(markdown.recommendations_status(self.result))
 
     def table(self) -> pd.DataFrame | None:
         if not self.ok:
@@ -455,7 +391,7 @@ class Advice(_View):
     def details(self):
         if not self.ok:
             return None
-        return _md(self.result.details_markdown())
+        return _md(markdown.recommendations_details(self.result))
 
     def chart(self):
         if not self.ok:
@@ -465,7 +401,7 @@ class Advice(_View):
     def notes(self):
         if not self.ok:
             return None
-        return _md(self.result.notes_markdown())
+        return _md(markdown.recommendations_notes(self.result))
 
 
 # --------------------------------------------------------------------------- soak report
@@ -612,7 +548,7 @@ def _start_kernel(kernel_name: str, name: str | None = None):
         if name is not None and km.ipykernel:
             # IPython runs exec_lines before it answers the first request; the names it binds are
             # hidden from %who and the lines do not count as executions
-            args.append(f"--IPKernelApp.exec_lines=from soaklib import reports as _r; _r.preload({name!r}); del _r")
+            args.append(f"--IPKernelApp.exec_lines=from soaklib.publish import reports as _r; _r.preload({name!r}); del _r")
         run_sync(km.start_kernel)(extra_arguments=args)
         return km
     except Exception:  # noqa: BLE001 - see above
@@ -673,6 +609,8 @@ def _execute(name: str, out_nb: Path, params: dict, kernel: str, timeout: float,
     return time.perf_counter() - t, nb
 
 
+_TEMPLATES = Path(__file__).resolve().parent / "templates"
+_HTML_TEMPLATE = "audit_lab.html.j2"
 _EXPORT_LOCK = threading.Lock()
 _EXPORTERS: dict[str, Any] = {}
 
@@ -684,20 +622,11 @@ def _exporters():
         from nbconvert import HTMLExporter, MarkdownExporter
 
         opts = dict(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
-        _EXPORTERS["html"] = HTMLExporter(embed_images=True, **opts)
+        # the lab template minus its CDN loaders (templates/audit_lab.html.j2): self-contained HTML
+        _EXPORTERS["html"] = HTMLExporter(embed_images=True, template_name="lab", template_file=_HTML_TEMPLATE,
+                                          extra_template_paths=[str(_TEMPLATES)], **opts)
         _EXPORTERS["md"] = MarkdownExporter(**opts)
     return _EXPORTERS["html"], _EXPORTERS["md"]
-
-
-_REMOTE_SCRIPT = re.compile(r'<script\b[^>]*\bsrc="(?:https?:)?//[^"]*"[^>]*>\s*</script>\s*', re.I)
-_MODULE_SCRIPT = re.compile(r'<script type="module">(?:(?!</script>).)*?https?://(?:(?!</script>).)*</script>\s*',
-                            re.S | re.I)
-
-
-def _self_contained(html: str) -> str:
-    """Drop the template's CDN loaders (require.js, MathJax, mermaid): the audit has no math, widgets
-    or diagrams, and a shared HTML audit must open offline and run no third-party code."""
-    return _MODULE_SCRIPT.sub("", _REMOTE_SCRIPT.sub("", html))
 
 
 def _export(nb, out: Path, stem: str) -> tuple[Path, Path]:
@@ -717,7 +646,6 @@ def _export(nb, out: Path, stem: str) -> tuple[Path, Path]:
         html_exp, md_exp = _exporters()
         body, _ = html_exp.from_notebook_node(nb)
         mdbody, resources_ = md_exp.from_notebook_node(nb, resources={"output_files_dir": files_dir})
-    body = _self_contained(body)
     html_path, md_path = out / f"{stem}.html", out / f"{stem}.md"
     writes = [(html_path, body.encode("utf-8")), (md_path, mdbody.encode("utf-8"))]
     for rel, data in (resources_.get("outputs") or {}).items():
@@ -733,24 +661,7 @@ def _export(nb, out: Path, stem: str) -> tuple[Path, Path]:
 def failures_markdown(run, snap: Mapping[str, Any]) -> str:
     """FAILURES.md with the seed's headings: KPI goals not met plus failed iterations."""
     bad = [k for k, g in snap["goals"].items() if g.get("status") not in ("PASS", "WARN")]
-    failed = snap.get("iterations_failed") or []
-    status = "FAILURES DETECTED" if bad or failed else "NO FAILURES"
-    lines = ["# Soak Test Failures Report", "", f"**Generated:** {snap['timestamp']}", "", f"**Status:** {status}", ""]
-    if bad:
-        lines += ["## Summary: KPI Targets Not Met [WARN]", ""]
-    elif failed:
-        lines += ["## Summary: KPI Targets Met, Iterations Failed [WARN]", ""]
-    else:
-        lines += ["## Summary: No Failures [OK]", ""]
-    for k, g in snap["goals"].items():
-        mark = "[OK]" if g.get("status") in ("PASS", "WARN") else "[FAIL]"
-        lines.append(f"- {md_escape(k)}: {mark} ({g.get('agg')} {_fmt(g.get('value'))} {g.get('op')} "
-                     f"{_fmt(g.get('hard'))}, {g.get('status')})")
-    if bad:
-        lines += ["", "**Action Required:** see POST_SOAK_AUDIT and RECOMMENDATIONS."]
-    lines += ["", "## Failed Iterations", "", failures_section(run, snap).rstrip(), "",
-              f"*Generated by soaklib report at {snap['timestamp']}*", ""]
-    return "\n".join(lines)
+    return markdown.render("failures.md.j2", s=snap, bad=bad, **_failures(run, snap))
 
 
 __all__ = ["Audit", "Advice", "AuditParams", "RecommendationsParams", "PARAMS", "render", "ReportResult",

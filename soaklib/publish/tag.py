@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from soaklib.core import io as _io
 from soaklib.core.errors import InputError, RunnerError
+from soaklib.publish import markdown
 from soaklib.publish.bundle import MANIFEST, verify_bundle
 
 
@@ -58,37 +59,11 @@ def check_tag_name(tag: str, repo: Path | None = None) -> str:
     return tag
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return "n/a" if v is None else str(v)
-
-
 def tag_message(tag: str, manifest: Mapping[str, Any], bundle: Path, manifest_sha: str) -> str:
     """The annotated tag's message, from a verified bundle's MANIFEST ``release`` block."""
     rel = manifest.get("release") or {}
-    gate = rel.get("gate") or {}
-    w = gate.get("window")
-    lines = [f"soak-validated release {tag}", "",
-             f"Verdict: {manifest.get('verdict', 'n/a')}",
-             f"Bundle version: {manifest.get('version', 'n/a')}",
-             f"Run: {rel.get('run_id') or 'n/a'} ({rel.get('iterations', 'n/a')} iterations)", "",
-             f"KPI summary (last {gate.get('last_n', 'n/a')} ok iterations"
-             + (f", iterations {w[0]}-{w[1]}):" if w else ", no ok iterations):")]
-    for g in gate.get("goals") or []:
-        lines.append(f"  {g.get('kpi')}: {g.get('agg')}={_fmt(g.get('value'))} "
-                     f"(goal {g.get('op')} {_fmt(g.get('hard'))}) {g.get('status')}")
-    guards = rel.get("active_guards") or []
-    changed = rel.get("changed_params") or []
-    lines += ["",
-              f"Applied deltas: {rel.get('applied_deltas', 0)} parameter change(s) in "
-              f"{len(rel.get('applied_iterations') or [])} iteration(s)",
-              "Changed vs previous: " + (", ".join(changed) if changed else "none")
-              + (f" (previous release {rel['previous_version']})" if rel.get("previous_version") else ""),
-              "Active guards: " + ("; ".join(guards) if guards else "none"), "",
-              f"Bundle: {bundle}",
-              f"MANIFEST.json sha256: {manifest_sha}", ""]
-    return "\n".join(lines)
+    return markdown.render("tag_message.txt.j2", tag=tag, manifest=manifest, rel=rel, gate=rel.get("gate") or {},
+                           bundle=bundle, manifest_sha=manifest_sha)
 
 
 def make_tag(bundle: str | os.PathLike, tag: str, *, repo: str | os.PathLike = ".", dry_run: bool = False,

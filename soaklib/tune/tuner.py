@@ -16,6 +16,7 @@ from soaklib.core.errors import ConfigError
 from soaklib.core.numbers import finite
 from soaklib.core.params import Registry, registry
 from soaklib.core.sections import validate_tuning_config
+from soaklib.core.text import fmt_num
 from soaklib.tune.guards import apply_guards, guard_flags
 
 # summary KPIs copied into tuning.conditions (seed field names)
@@ -41,14 +42,10 @@ class Proposal:
 
     @property
     def rationale(self) -> str:
-        parts = [f"{k}{_fmt_delta(self.deltas[k])}" for k in self.deltas]
+        parts = [f"{k}{fmt_num(float(self.deltas[k]), '+g')}" for k in self.deltas]
         head = " | ".join(self.rules) if self.rules else self.mode.upper()
         text = head + (": " + "; ".join(parts) if parts else "")
         return text + (f" -- {self.note}" if self.note else "")
-
-
-def _fmt_delta(v: float) -> str:
-    return f"{v:+g}"
 
 
 def _summary(rec: Mapping[str, Any]) -> dict[str, Any]:
