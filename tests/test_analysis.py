@@ -2,7 +2,7 @@
 against values computed by hand from the fixture below."""
 from __future__ import annotations
 
-from types import SimpleNamespace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,6 +11,7 @@ import pytest
 from soaklib.bench.analysis import synthetic_run
 from soaklib.core.config import load_config
 from soaklib.core.errors import InputError
+from soaklib.core.run import Run
 from soaklib.judge import analysis, gate
 from soaklib.store.loader import open_run
 from soaklib.store.synthetic import write_synthetic_run
@@ -110,18 +111,16 @@ def test_direction_respects_goal_operator():
 
 
 def test_guard_counts_only_inside_the_window(cfg):
-    it = pd.DataFrame({"net_bps": [3.0] * 6, "status": ["ok"] * 6}, index=pd.Index(range(1, 7), name="iteration"))
-    dec = pd.DataFrame([
-        {"iteration": 1, "param": "a", "verdict": "blocked", "guard": "velocity"},      # outside window
-        {"iteration": 4, "param": "a", "verdict": "blocked", "guard": "velocity"},
-        {"iteration": 5, "param": "a", "verdict": "clamped", "guard": "velocity"},
-        {"iteration": 5, "param": "b", "verdict": "blocked", "guard": "velocity"},      # same iteration once
-        {"iteration": 6, "param": "a", "verdict": "blocked", "guard": "frozen"},
-        {"iteration": 6, "param": "b", "verdict": "applied", "guard": None},
-    ])
-    recs = [{"iteration": i, "runtime_guards": {"latency_buffer_active_s": 2.0 if i == 5 else 0.0,
-                                                "partial_freeze_count": 1 if i == 2 else 0}} for i in range(1, 7)]
-    run = SimpleNamespace(iterations=it, decisions=dec, records=recs)
+    decs = {1: [("a", "blocked", "velocity")],                          # outside the window
+            4: [("a", "blocked", "velocity")],
+            5: [("a", "clamped", "velocity"), ("b", "blocked", "velocity")],  # same iteration once
+            6: [("a", "blocked", "frozen"), ("b", "applied", None)]}
+    recs = [{"iteration": i, "status": "ok", "summary": {"net_bps": 3.0},
+             "runtime_guards": {"latency_buffer_active_s": 2.0 if i == 5 else 0.0,
+                                "partial_freeze_count": 1 if i == 2 else 0},
+             "tuning": {"decisions": [{"param": p, "verdict": v, "guard": g} for p, v, g in decs.get(i, [])]}}
+            for i in range(1, 7)]
+    run = Run(path=Path("."), layout="soaklib", dialect="soaklib", manifest={}, records=recs)
     g = analysis.guards_in_window(run, [4, 5, 6])
     assert g["counts"]["velocity"] == 2 and g["iterations"]["velocity"] == [4, 5]
     assert g["counts"]["freeze"] == 1

@@ -345,3 +345,13 @@ def test_textfile_in_a_missing_directory_is_an_error_not_a_new_tree(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "directory does not exist" in p.stderr
     assert not (tmp_path / "typo").exists()
+
+
+def test_kpi_gauges_come_from_the_kpi_table():
+    from soaklib.core.kpis import KPI, KPIS, PROM_KPIS
+
+    assert sorted(k.name for k in PROM_KPIS) == sorted(k.name for k in KPIS if k.prom_name)
+    # the names canary rules rely on, in base units
+    assert KPI["maker_taker_ratio"].prom_name == "soak_maker_taker_ratio"
+    assert (KPI["p95_latency_ms"].prom_name, KPI["p95_latency_ms"].prom_scale) == ("soak_p95_latency_seconds", 1e-3)
+    assert KPI["risk_ratio"].prom_name == "soak_risk_ratio" and KPI["net_bps"].prom_name == "soak_net_bps"

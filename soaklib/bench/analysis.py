@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import argparse
 import time
-from types import SimpleNamespace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from soaklib.core.config import load_config
+from soaklib.core.run import Run
 from soaklib.judge import analysis
 
 
-def synthetic_run(n: int, seed: int = 0) -> SimpleNamespace:
-    """A run-like object with the loader's frame shapes (iterations, decisions) built in memory."""
+def synthetic_run(n: int, seed: int = 0) -> Run:
+    """A Run whose frames (iterations, decisions) are built in memory in the loader's shapes, without
+    records (building n records would time the record builder, not the analysis)."""
     rng = np.random.default_rng(seed)
     metrics = load_config()["snapshot"]["metrics"]
     it = pd.DataFrame({m: rng.normal(1.0, 0.1, n) for m in metrics},
@@ -25,8 +27,10 @@ def synthetic_run(n: int, seed: int = 0) -> SimpleNamespace:
     dec = pd.DataFrame({"iteration": k, "param": np.tile(["min_interval_ms", "tail_age_ms"], n),
                         "verdict": np.tile(["applied", "blocked"], n), "guard": np.tile([None, "velocity"], n),
                         "proposed_delta": 1.0, "clamped_delta": np.tile([1.0, 0.0], n)})
-    return SimpleNamespace(iterations=it, decisions=dec, params=pd.DataFrame(), blocks=pd.DataFrame(),
-                           records=[], manifest={"auto_tune": True}, gaps=[])
+    run = Run(path=Path("<synthetic>"), layout="soaklib", dialect="soaklib", manifest={"auto_tune": True}, records=[])
+    # the frames are cached properties: setting them stands in for building them from records
+    run.iterations, run.decisions, run.params, run.blocks = it, dec, pd.DataFrame(), pd.DataFrame()
+    return run
 
 
 def _time(run, cfg, repeat: int) -> float:

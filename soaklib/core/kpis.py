@@ -91,8 +91,13 @@ NONNEG_FIELDS: tuple[str, ...] = tuple(k.name for k in KPIS if k.nonneg)
 SUMMARY_KPI_KEYS: tuple[str, ...] = tuple(k.name for k in KPIS if k.summary)
 # the seed's four goal KPIs (its KPI_TARGETS), in the seed's order
 GOAL_KPIS: tuple[str, ...] = ("maker_taker_ratio", "p95_latency_ms", "risk_ratio", "net_bps")
-# the Prometheus gauges of the last ok iteration's KPIs, in summary order
-PROM_KPIS: tuple[Kpi, ...] = tuple(k for k in KPIS if k.prom_name)
+# the Prometheus gauges of the last ok iteration's KPIs, in exposition order (as first published:
+# a reorder would churn every textfile diff); every KPI with a prom_name, once
+PROM_KPIS: tuple[Kpi, ...] = tuple(KPI[n] for n in (
+    "net_bps", "gross_bps", "fees_eff_bps", "slippage_bps", "inventory_bps", "adverse_bps", "adverse_bps_p95",
+    "slippage_bps_p95", "order_age_p95_ms", "p50_latency_ms", "p95_latency_ms", "p99_latency_ms", "cancel_ratio",
+    "risk_ratio", "min_interval_ratio", "concurrency_ratio", "throttle_ratio", "maker_taker_ratio", "pnl_quote",
+    "drawdown_quote", "inventory_utilisation"))
 
 BLOCK_REASONS: tuple[str, ...] = ("min_interval", "concurrency", "risk", "throttle")
 BLOCK_KEYS: tuple[str, ...] = BLOCK_REASONS + ("allowed", "other")

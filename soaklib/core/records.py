@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Literal, Mapping, TypedDict
 
 from soaklib.core import io as _io
 from soaklib.core import schema as _schema
@@ -19,6 +19,85 @@ from soaklib.core.numbers import finite
 from soaklib.core.version import __version__
 
 SCHEMA_VERSION = "1.0"
+
+
+# -- the record's shape (docs/ARCHITECTURE.md; pinned by schemas/iter_summary.schema.json) ----------
+# TypedDicts: plain dicts at run time (the JSON written is unchanged), a declared shape for readers.
+
+class Decision(TypedDict):
+    """One parameter's tuning decision after an iteration."""
+
+    param: str
+    current: float | None
+    proposed_delta: float
+    verdict: Literal["applied", "clamped", "blocked"]
+    guard: str | None                 # one of GUARDS, None when applied as proposed
+    clamped_delta: float
+    new: float | None
+    reason: str
+
+
+class TuningGuards(TypedDict):
+    oscillation_detected: bool
+    velocity_violation: bool
+    cooldown_active: bool
+    frozen_params: list[str]
+    freeze_ready: bool
+    last_iteration: bool
+
+
+class Tuning(TypedDict):
+    """The record's ``tuning`` block: seed fields plus ``decisions``/``guards``/``freeze_ready``."""
+
+    deltas: dict[str, float]
+    proposed_deltas: dict[str, float]
+    rationale: str
+    applied: bool
+    conditions: dict[str, float | None]
+    skip_reason: str | dict[str, str]  # "" when applied, else {"reason": ..., "note": ...}
+    changed_keys: list[str]
+    state_hash: str | None
+    old_hash: str | None
+    signature: str
+    decisions: list[Decision]
+    guards: TuningGuards
+    freeze_ready: bool
+
+
+class Summary(TypedDict, total=False):
+    """The record's ``summary``: every key of ``kpis.SUMMARY_KPI_KEYS`` (float or None), plus these
+    (and any further KPI a runner reports)."""
+
+    runtime_utc: str | None
+    version: str | None
+    blocks: dict[str, Any] | None      # {counts, total, ratios}
+    fills: dict[str, float] | None
+    maker_taker_source: str
+    neg_edge_drivers: list[str]
+    kpi_verdict: Literal["PASS", "WARN", "FAIL"] | None
+    kpi_reasons: list[str]
+
+
+class IterationRecord(TypedDict, total=False):
+    """``ITER_SUMMARY_<n>.json`` (seed records read by ``store.legacy`` also carry ``source``)."""
+
+    schema_version: str
+    iteration: int
+    status: Literal["ok", "failed"]
+    failure: dict[str, str] | None
+    seed: int | None
+    runner: str
+    scenario: str | None
+    window: dict[str, float | None] | None
+    summary: Summary
+    params: dict[str, float] | None
+    params_missing: list[str]
+    market: dict[str, Any] | None
+    runtime_guards: dict[str, Any] | None
+    events: int | None
+    tuning: Tuning | None
+    wall: dict[str, Any] | None
+    source: dict[str, Any]
 
 # Fields that hold wall-clock values; comparisons of two runs ignore them (dotted paths).
 WALL_CLOCK_FIELDS: tuple[str, ...] = ("summary.runtime_utc", "wall")
@@ -140,7 +219,7 @@ def kpi_verdict(summary: Mapping[str, Any], cfg: Mapping[str, Any] | None) -> tu
 
 def build_summary(kpis: Mapping[str, Any] | None, *, cfg: Mapping[str, Any] | None = None,
                   runtime_utc: str | None = None, version: str | None = None,
-                  failure: Mapping[str, Any] | None = None) -> dict:
+                  failure: Mapping[str, Any] | None = None) -> Summary:
     """The record's ``summary`` from a runner's KPIs (seed field names), completed where derivable.
 
     Derived only from the KPIs themselves: block ratios from block counts, maker share from fills,
@@ -179,7 +258,7 @@ def conditions(summary: Mapping[str, Any] | None) -> dict:
 
 
 def tuning_off_block(params: Mapping[str, Any], *, reason: str = "auto_tune_off", note: str | None = None,
-                     summary: Mapping[str, Any] | None = None) -> dict:
+                     summary: Mapping[str, Any] | None = None) -> Tuning:
     """A tuning block that changes nothing: applied false, empty deltas, state_hash == old_hash.
 
     ``reason`` is ``auto_tune_off`` without auto-tune; the loop also uses it with
@@ -199,7 +278,7 @@ def tuning_off_block(params: Mapping[str, Any], *, reason: str = "auto_tune_off"
     }
 
 
-def next_params(current: Mapping[str, Any], tuning: Mapping[str, Any] | None) -> dict:
+def next_params(current: Mapping[str, Any], tuning: Tuning | None) -> dict:
     """Parameters for the next iteration: ``current`` with each non-blocked decision's ``new``
     (or, for a tuner that reports no decisions, ``current + deltas``)."""
     out = dict(current)
@@ -216,7 +295,7 @@ def next_params(current: Mapping[str, Any], tuning: Mapping[str, Any] | None) ->
     return out
 
 
-def effective_params(requested: Mapping[str, Any], record: Mapping[str, Any]) -> dict:
+def effective_params(requested: Mapping[str, Any], record: IterationRecord) -> dict:
     """What the tuner treats as the current values after iteration n: what the runner reported it
     ran with, falling back to what it was asked to run with for keys it did not report."""
     out = dict(requested)
@@ -235,7 +314,7 @@ def build_record(*, iteration: int, seed: int, runner: str, scenario: str, start
                  failure: Mapping[str, Any] | None = None, tuning: Mapping[str, Any] | None = None,
                  started_utc: str | None = None, finished_utc: str | None = None, elapsed_s: float = 0.0,
                  params_missing: Iterable[str] | None = None, cfg: Mapping[str, Any] | None = None,
-                 version: str | None = None) -> dict:
+                 version: str | None = None) -> IterationRecord:
     """Assemble one ITER_SUMMARY record (docs/ARCHITECTURE.md). ``tuning`` may be filled in later
     (the tuner decides from a history that includes this record); ``failure`` makes it failed."""
     finished = finished_utc or utc_now()
@@ -300,7 +379,7 @@ def validate_record(obj: Any, path: object = "<record>") -> Any:
 # TUNING_REPORT (derived from the records only)
 
 
-def tuning_entry(rec: Mapping[str, Any]) -> dict:
+def tuning_entry(rec: IterationRecord) -> dict:
     """One seed-format TUNING_REPORT entry for a record."""
     t = rec.get("tuning") or {}
     s = rec.get("summary") or {}
@@ -324,7 +403,7 @@ def tuning_entry(rec: Mapping[str, Any]) -> dict:
     }
 
 
-def tuning_report(records: Iterable[Mapping[str, Any]]) -> dict:
+def tuning_report(records: Iterable[IterationRecord]) -> dict:
     """``TUNING_REPORT.json`` content (the one tuning summary): seed entries plus true counts.
 
     ``guard_counts`` counts decisions each guard touched (``cooldown_skips`` is its cooldown count);

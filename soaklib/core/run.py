@@ -15,6 +15,7 @@ import pandas as pd
 
 from soaklib.core.kpis import BLOCK_KEYS, SUMMARY_KPI_KEYS
 from soaklib.core.numbers import finite_or
+from soaklib.core.records import IterationRecord
 
 DECISION_COLUMNS = ("iteration", "param", "current", "proposed_delta", "verdict", "guard", "clamped_delta",
                     "new", "reason")
@@ -28,7 +29,7 @@ class Run:
     layout: str                      # "soaklib" | "seed"
     dialect: str                     # "soaklib" | "soak" | "shadow" | "window"
     manifest: dict
-    records: list[dict]
+    records: list[IterationRecord]
     gaps: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     tuning_report: dict | None = None
@@ -38,7 +39,7 @@ class Run:
     manifest_path: Path | None = None      # the file ``manifest`` was read from (None when synthesised)
 
     @property
-    def ok_iterations(self) -> list[dict]:
+    def ok_iterations(self) -> list[IterationRecord]:
         """The records with status ok."""
         return [r for r in self.records if r.get("status", "ok") == "ok"]
 

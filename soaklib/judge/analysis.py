@@ -16,17 +16,15 @@ import numpy as np
 import pandas as pd
 
 from soaklib.core.errors import InputError
+from soaklib.core.kpis import KPIS
+from soaklib.core.numbers import finite_or
+from soaklib.core.run import Run
 from soaklib.judge import gate
 
 SNAPSHOT_SCHEMA = "1.2"
 
 # seed snapshot 1.2 spells goals this way (reference §6.1)
-SEED_GOAL_KEYS = {
-    "maker_taker_ratio": "maker_taker_ok",
-    "p95_latency_ms": "p95_latency_ok",
-    "risk_ratio": "risk_ok",
-    "net_bps": "net_bps_ok",
-}
+SEED_GOAL_KEYS = {k.name: k.seed_goal_key for k in KPIS if k.seed_goal_key}
 
 # decision guard name -> snapshot guard key (seed names first)
 GUARD_KEYS = {
@@ -43,19 +41,18 @@ SEED_GUARDS = ("latency_soft", "latency_hard", "oscillation", "velocity", "coold
 
 # --------------------------------------------------------------------------- frames
 
-def frames(run) -> dict[str, pd.DataFrame]:
+def frames(run: Run) -> dict[str, pd.DataFrame]:
     """The loader's four frames of a run: iterations, params, decisions, blocks."""
-    return {
-        "iterations": _frame(run, "iterations"),
-        "params": _frame(run, "params"),
-        "decisions": _frame(run, "decisions"),
-        "blocks": _frame(run, "blocks"),
-    }
+    return {"iterations": run.iterations, "params": run.params, "decisions": run.decisions, "blocks": run.blocks}
 
 
-def _frame(run, name: str) -> pd.DataFrame:
-    df = getattr(run, name, None)
-    return df if isinstance(df, pd.DataFrame) else pd.DataFrame()
+def _frame(run: Run, name: str) -> pd.DataFrame:
+    """One of the four frames by name, built only when asked for (``Run``'s cached properties)."""
+    return _FRAMES[name](run)
+
+
+_FRAMES = {"iterations": lambda r: r.iterations, "params": lambda r: r.params,
+           "decisions": lambda r: r.decisions, "blocks": lambda r: r.blocks}
 
 
 def ok_mask(iterations: pd.DataFrame) -> pd.Series:
@@ -176,38 +173,24 @@ def stats(iterations: pd.DataFrame, iters: Sequence[int], metrics: Sequence[str]
 
 # --------------------------------------------------------------------------- goals / gate
 
-def gate_result(run, cfg: Mapping[str, Any], last_n: int):
+def gate_result(run: Run, cfg: Mapping[str, Any], last_n: int) -> gate.GateResult:
     """The gate's result for the run's last-N window (soaklib.judge.gate is the one gate)."""
-    return gate.evaluate(_frame(run, "iterations"), cfg, last_n)
+    return gate.evaluate(run.iterations, cfg, last_n)
 
 
-def goal_rows(result) -> list[dict[str, Any]]:
-    """Normalise a GateResult's goals into plain dicts (name, agg, op, hard, soft, value, status)."""
-    goals = getattr(result, "goals", None)
-    if goals is None and isinstance(result, Mapping):
-        goals = result.get("goals")
-    rows = []
-    for g in goals or []:
-        d = g if isinstance(g, Mapping) else (g.to_dict() if hasattr(g, "to_dict") else vars(g))
-        rows.append(dict(d))
-    return rows
-
-
-def _attr(obj, name, default=None):
-    if isinstance(obj, Mapping):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
+def goal_rows(result: gate.GateResult) -> list[dict[str, Any]]:
+    """A GateResult's goals as plain dicts (name, agg, op, hard, soft, value, status)."""
+    return [dict(g.to_dict()) for g in result.goals]
 
 
 # --------------------------------------------------------------------------- guards / tuning
 
-def _records_by_iter(run, iters: Sequence[int]) -> list[dict]:
-    recs = getattr(run, "records", None) or []
+def _records_by_iter(run: Run, iters: Sequence[int]) -> list[dict]:
     want = set(int(i) for i in iters)
-    return [r for r in recs if isinstance(r, Mapping) and r.get("iteration") in want]
+    return [r for r in run.records if r.get("iteration") in want]
 
 
-def guards_in_window(run, iters: Sequence[int]) -> dict[str, Any]:
+def guards_in_window(run: Run, iters: Sequence[int]) -> dict[str, Any]:
     """Guard activity inside the window: per guard, the iterations where it fired.
 
     Tuning guards come from the decisions frame (a decision clamped or blocked by the guard);
@@ -215,7 +198,7 @@ def guards_in_window(run, iters: Sequence[int]) -> dict[str, Any]:
     partial freeze → hard).
     """
     fired: dict[str, set[int]] = {k: set() for k in SEED_GUARDS}
-    dec = _frame(run, "decisions")
+    dec = run.decisions
     if len(dec) and "guard" in dec.columns:
         d = dec[dec["iteration"].isin(list(iters)) & dec["guard"].notna()]
         if "verdict" in d.columns:
@@ -225,31 +208,23 @@ def guards_in_window(run, iters: Sequence[int]) -> dict[str, Any]:
     for rec in _records_by_iter(run, iters):
         rg = rec.get("runtime_guards") or {}
         it = int(rec["iteration"])
-        if _num(rg.get("latency_buffer_active_s")) > 0:
+        if finite_or(rg.get("latency_buffer_active_s"), 0.0) > 0:
             fired["latency_soft"].add(it)
-        if _num(rg.get("partial_freeze_count")) > 0 or _num(rg.get("partial_freeze_time_s")) > 0 \
+        if finite_or(rg.get("partial_freeze_count"), 0.0) > 0 or finite_or(rg.get("partial_freeze_time_s"), 0.0) > 0 \
                 or bool(rg.get("latency_hard_active")):
             fired["latency_hard"].add(it)
     counts = {k: len(v) for k, v in fired.items()}
     return {"counts": counts, "iterations": {k: sorted(v) for k, v in fired.items() if v}}
 
 
-def _num(v) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return 0.0
-    return f if f == f else 0.0
-
-
-def tuning_summary(run) -> dict[str, Any]:
+def tuning_summary(run: Run) -> dict[str, Any]:
     """True tuning activity over all iterations, from the decisions frame and the records.
 
     ``applied_count`` counts iterations after which at least one parameter really changed
     (decision applied or clamped with a non-zero delta); ``decisions`` counts verdicts and
     ``blocked_by_guard`` the guards that clamped or blocked a proposal.
     """
-    dec = _frame(run, "decisions")
+    dec = run.decisions
     out: dict[str, Any] = {"applied_count": 0, "applied_iterations": [], "changed_keys": [],
                            "skip_reasons": {}, "decisions": {}, "blocked_by_guard": {}, "proposals": 0}
     if len(dec):
@@ -269,8 +244,8 @@ def tuning_summary(run) -> dict[str, Any]:
             g = dec.loc[verdict.isin(["clamped", "blocked"]) & dec["guard"].notna(), "guard"]
             out["blocked_by_guard"] = {str(k): int(v) for k, v in g.value_counts().sort_index().items()}
     reasons: Counter = Counter()
-    for rec in getattr(run, "records", None) or []:
-        t = rec.get("tuning") if isinstance(rec, Mapping) else None
+    for rec in run.records:
+        t = rec.get("tuning")
         if not isinstance(t, Mapping):
             continue
         sr = t.get("skip_reason")
@@ -294,9 +269,8 @@ def _unique_ints(a: np.ndarray) -> np.ndarray:
     return np.flatnonzero(seen)
 
 
-def _last_record(run) -> Mapping | None:
-    recs = [r for r in (getattr(run, "records", None) or []) if isinstance(r, Mapping)]
-    return recs[-1] if recs else None
+def _last_record(run: Run) -> Mapping | None:
+    return run.records[-1] if run.records else None
 
 
 # --------------------------------------------------------------------------- snapshot
@@ -312,16 +286,16 @@ def _clean(v, digits: int):
     return v
 
 
-def snapshot(run, cfg: Mapping[str, Any], last_n: int, *, now: _dt.datetime | None = None) -> dict[str, Any]:
+def snapshot(run: Run, cfg: Mapping[str, Any], last_n: int, *, now: _dt.datetime | None = None) -> dict[str, Any]:
     """POST_SOAK_SNAPSHOT (schema 1.2-compatible keys with ``*_last_n``) of a run's last N iterations.
 
     Values: last-N and all-iteration stats of the configured metrics, the gate's goals and
     verdict, guard counts inside the window, the true tuning summary and ``freeze_ready``
     (verdict PASS and the tuner itself reported freeze-ready, or auto-tune was off).
     """
-    it = _frame(run, "iterations")
+    it = run.iterations
     if it.empty:
-        raise InputError("the run has no iterations to analyse", path=getattr(run, "path", None))
+        raise InputError("the run has no iterations to analyse", path=run.path)
     sc = cfg["snapshot"]
     digits = int(sc["round_digits"])
     metrics = list(sc["metrics"])
@@ -335,7 +309,7 @@ def snapshot(run, cfg: Mapping[str, Any], last_n: int, *, now: _dt.datetime | No
     allst = stats(it, list(it.index), present, cfg)
 
     result = gate_result(run, cfg, last_n)
-    verdict = str(_attr(result, "verdict", "FAIL"))
+    verdict = str(result.verdict)
     goals = goal_rows(result)
     goals_met = {}
     goals_detail = {}
@@ -347,7 +321,7 @@ def snapshot(run, cfg: Mapping[str, Any], last_n: int, *, now: _dt.datetime | No
     guards = guards_in_window(run, iters)
     lastrec = _last_record(run)
     tuner_freeze = bool(((lastrec or {}).get("tuning") or {}).get("freeze_ready"))
-    auto_tune = bool((getattr(run, "manifest", None) or {}).get("auto_tune", True))
+    auto_tune = bool(run.manifest.get("auto_tune", True))
     freeze_ready = verdict == "PASS" and (tuner_freeze or not auto_tune)
 
     def block(df: pd.DataFrame) -> dict:
@@ -357,7 +331,7 @@ def snapshot(run, cfg: Mapping[str, Any], last_n: int, *, now: _dt.datetime | No
                 for m, r in df.iterrows()}
 
     ts = (now or _dt.datetime.now(_dt.timezone.utc)).isoformat()
-    manifest = getattr(run, "manifest", None) or {}
+    manifest = run.manifest
     snap = {
         "schema_version": SNAPSHOT_SCHEMA,
         "timestamp": ts,
@@ -367,7 +341,7 @@ def snapshot(run, cfg: Mapping[str, Any], last_n: int, *, now: _dt.datetime | No
         "iterations_total": int(len(it)),
         "iterations_ok": int(ok.sum()),
         "iterations_failed": [int(i) for i in it.index[~ok.to_numpy()]],
-        "gaps": [int(g) for g in (getattr(run, "gaps", None) or [])],
+        "gaps": [int(g) for g in run.gaps],
         "last_n": int(last_n),
         "iterations_analyzed": [int(i) for i in iters],
         "pass_count_last_n": int(sum(bool(v) for v in goals_met.values())),
@@ -379,7 +353,7 @@ def snapshot(run, cfg: Mapping[str, Any], last_n: int, *, now: _dt.datetime | No
         "tuning_summary": tuning_summary(run),
         "freeze_ready": bool(freeze_ready),
         "anomalies_count": int(sum(1 for c in guards["counts"].values() if c > int(sc["anomaly_guard_count"]))),
-        "notes": notes + [str(n) for n in (_attr(result, "notes", None) or [])],
+        "notes": notes + [str(n) for n in result.notes],
     }
     return snap
 

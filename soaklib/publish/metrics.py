@@ -48,6 +48,7 @@ from soaklib.core.config import Config, defaults, run_config
 from soaklib.core.errors import InputError
 from soaklib.core.kpis import PROM_KPIS
 from soaklib.core.numbers import finite
+from soaklib.core.records import IterationRecord
 from soaklib.core.run import Run
 from soaklib.core.version import __version__
 from soaklib.judge.gate import evaluate
@@ -136,7 +137,7 @@ class RunState:
         self.delta_miss_paths: int | None = None
 
     # -- folding -----------------------------------------------------------------------------
-    def add(self, rec: dict) -> None:
+    def add(self, rec: IterationRecord) -> None:
         """Fold one iteration record (normalised record dict, ARCHITECTURE.md)."""
         if not isinstance(rec, dict):
             return
@@ -581,7 +582,7 @@ class LiveExporter:
             st.current_iteration = int(done) + 1
         self._collector.update(f)
 
-    def on_iteration(self, record: dict, manifest: dict | None = None) -> None:
+    def on_iteration(self, record: IterationRecord, manifest: dict | None = None) -> None:
         def f(st: RunState) -> None:
             if manifest:
                 st.manifest = dict(manifest)

@@ -13,8 +13,10 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+from soaklib.core.config import Config
 from soaklib.core.goals import goals_pass
 from soaklib.core.params import Param, Registry, registry
+from soaklib.core.records import Decision, IterationRecord
 
 _EPS = 1e-9
 
@@ -144,8 +146,8 @@ def _toward(cur: float, target: float, limit: float, p: Param) -> float:
     return cand if nsteps > 0 else cur
 
 
-def apply_guards(proposal: Any, history: list[Mapping[str, Any]], params: Mapping[str, Any],
-                 cfg: Mapping[str, Any], iteration: int, total: int) -> list[dict[str, Any]]:
+def apply_guards(proposal: Any, history: list[IterationRecord], params: Mapping[str, Any],
+                 cfg: Config, iteration: int, total: int) -> list[Decision]:
     """One decision per proposed parameter: verdict applied|clamped|blocked, guard, reason, new value."""
     reg = registry(cfg)
     g = cfg["guards"]

@@ -20,6 +20,7 @@ from soaklib.core import io as _io
 from soaklib.core.config import validate_config
 from soaklib.core.errors import InputError, RecordError, RunnerError, SoakError
 from soaklib.core.records import (
+    IterationRecord,
     build_record,
     effective_params,
     next_params,
@@ -46,7 +47,7 @@ class SoakResult:
     path: Path
     status: str
     manifest: dict
-    records: list[dict]
+    records: list[IterationRecord]
     runner_s: float = 0.0   # wall time spent inside runner.run (this process)
     wall_s: float = 0.0     # wall time of the loop (this process)
     iterations_run: int = 0  # iterations executed by this process (resume: the remainder)

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from soaklib.core import io as _io
+from soaklib.core.config import Config
 from soaklib.core.errors import ConfigError
 from soaklib.core.numbers import finite
 from soaklib.core.params import Registry, registry
+from soaklib.core.records import IterationRecord, Tuning
 from soaklib.core.sections import validate_tuning_config
 from soaklib.core.text import fmt_num
 from soaklib.tune.guards import apply_guards, guard_flags
@@ -81,7 +83,7 @@ class _Builder:
             self.rules.append(f"{tag.upper()} {why}")
 
 
-def propose(history: list[Mapping[str, Any]], params: Mapping[str, Any], cfg: Mapping[str, Any]) -> Proposal:
+def propose(history: list[IterationRecord], params: Mapping[str, Any], cfg: Config) -> Proposal:
     """Deltas the rules propose after the last record of ``history`` (pure; no guards applied).
 
     ``params``: flat values the last iteration ran with. Deltas are step-rounded; a zero delta is dropped.
@@ -187,8 +189,8 @@ def _flat_params(params: Mapping[str, Any], reg: Registry) -> dict[str, Any]:
     return {k: params[k] for k in reg if k in params}
 
 
-def decide(history: list[dict], params: dict, cfg: dict, *, iteration: int, total: int,
-           auto_tune: bool) -> dict:
+def decide(history: list[IterationRecord], params: dict, cfg: Config, *, iteration: int, total: int,
+           auto_tune: bool) -> Tuning:
     """The record's ``tuning`` block for iteration ``iteration`` (docs/ARCHITECTURE.md).
 
     ``history``: records 1..iteration (current last); ``params``: flat values iteration ``iteration``
