@@ -1,7 +1,6 @@
 """``soak run``: a new soak (or ``--resume RUN``), progress bar per iteration, closing table."""
 from __future__ import annotations
 
-import math
 import signal
 import sys
 from pathlib import Path
@@ -94,7 +93,7 @@ def _parse(kind: type, name: str, text: str | None):
         v = kind(text)
     except ValueError:
         raise InputError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}", field=name) from None
-    if kind is float and not math.isfinite(v):
+    if kind is float and finite(v) is None:
         raise InputError(f"expected a finite number, got {text!r}", field=name)
     return v
 
@@ -146,7 +145,7 @@ def command(iterations, auto_tune, runner_spec, scenario, profile, seed, config_
             raise InputError(f"expected an integer >= 1, got {iterations}", field="--iterations")
         if seed is not None and seed < 0:
             raise InputError(f"expected an integer >= 0, got {seed}", field="--seed")
-        if duration_s is not None and not (duration_s > 0 and math.isfinite(duration_s)):
+        if duration_s is not None and not duration_s > 0:  # finite already (_parse)
             raise InputError(f"expected a number > 0, got {duration_s}", field="--duration-s")
         if iteration_timeout is not None and not iteration_timeout > 0:
             raise InputError(f"expected a number > 0, got {iteration_timeout}", field="--iteration-timeout")
