@@ -75,28 +75,31 @@ def _open_soaklib(p: Path) -> Run:
     failed = [r["iteration"] for r in records if r["status"] == "failed"]
     if failed:
         warnings.append(f"failed iterations: {', '.join(map(str, failed))}")
-    tr = None
-    if (p / TUNING_REPORT).is_file():
-        try:
-            tr = _io.read_json(p / TUNING_REPORT)
-        except RecordError as exc:
-            warnings.append(f"{exc}; recomputed from the records")
-    if not isinstance(tr, dict) or len(tr.get("iterations") or []) != len(records):
-        if tr is not None and isinstance(tr, dict):
-            warnings.append("TUNING_REPORT.json does not match the records; recomputed from the records")
+    tr = _read_derived(p / TUNING_REPORT, warnings, "recomputed from the records")
+    if tr is not None and len(tr.get("iterations") or []) != len(records):
+        warnings.append(f"{TUNING_REPORT} does not match the records; recomputed from the records")
+        tr = None
+    if tr is None:
         tr = tuning_report(records)
-    snapshot = None
-    if (p / _SNAPSHOT).is_file():
-        # a derived file: a broken one must not lock out `soak report`, which rewrites it
-        try:
-            snapshot = _io.read_json(p / _SNAPSHOT)
-        except RecordError as exc:
-            warnings.append(f"{exc}; ignored (run `soak report` to rewrite it)")
-        if snapshot is not None and not isinstance(snapshot, dict):
-            warnings.append(f"{p / _SNAPSHOT}: expected a JSON object; ignored (run `soak report` to rewrite it)")
-            snapshot = None
+    snapshot = _read_derived(p / _SNAPSHOT, warnings, "ignored (run `soak report` to rewrite it)")
     return Run(path=p, layout="soaklib", dialect="soaklib", manifest=manifest, records=records, gaps=gaps,
                warnings=warnings, tuning_report=tr, snapshot=snapshot, manifest_path=p / MANIFEST)
+
+
+def _read_derived(f: Path, warnings: list[str], remedy: str) -> dict | None:
+    """A derived JSON object (TUNING_REPORT, snapshot), or None: a missing one silently, a broken one
+    with a warning saying what happens instead -- it must not lock out the commands that rewrite it."""
+    if not f.is_file():
+        return None
+    try:
+        obj = _io.read_json(f)
+    except RecordError as exc:
+        warnings.append(f"{exc}; {remedy}")
+        return None
+    if not isinstance(obj, dict):
+        warnings.append(f"{f}: expected a JSON object; {remedy}")
+        return None
+    return obj
 
 
 def open_run(path: str | Path) -> Run:
