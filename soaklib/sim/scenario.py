@@ -105,8 +105,9 @@ class Scenario:
         return np.array(rows), faults
 
 
-def _num(v: Any, path: str, field: str, *, lo: float | None = None, hi: float | None = None,
-         positive: bool = False) -> float:
+def _bounded(v: Any, path: str, field: str, *, lo: float | None = None, hi: float | None = None,
+             positive: bool = False) -> float:
+    """A scenario number within its range (ConfigError naming the scenario file and field)."""
     v = require_finite(v, path=path, field=field, expected="a number")
     if positive and v <= 0:
         raise ConfigError(f"expected a number > 0, got {v}", path=path, field=field)
@@ -165,7 +166,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
             raise ConfigError(f"unknown key, expected one of: {', '.join(MARKET_KEYS)}", path=shown, field=f"market.{k}")
         market[k] = v
     for k in MARKET_KEYS:
-        market[k] = _num(market[k], shown, f"market.{k}", positive=True,
+        market[k] = _bounded(market[k], shown, f"market.{k}", positive=True,
                          hi=MAX_MOVE_BPS if k == "base_half_spread_bps" else None)
     regimes = copy.deepcopy(base["regimes"])
     ur = user.get("regimes", {})
@@ -189,7 +190,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
             if k not in regimes[rn]:
                 raise ConfigError(f"missing '{k}'", path=shown, field=f"regimes.{rn}")
             drift = k == "drift_bps_per_s"
-            table[i, col] = _num(regimes[rn][k], shown, f"regimes.{rn}.{k}",
+            table[i, col] = _bounded(regimes[rn][k], shown, f"regimes.{rn}.{k}",
                                  lo=-MAX_MOVE_BPS if drift else 0.0, hi=MAX_MOVE_BPS if k in _BOUNDED_BPS else None,
                                  positive=k in _POSITIVE)
         if table[i, E.R_INF_SHARE] > 1:
@@ -209,7 +210,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         out.update(sg)
         if out["duration_s"] is None:
             raise ConfigError("missing 'duration_s'", path=shown, field=f"{f}.duration_s")
-        out["duration_s"] = _num(out["duration_s"], shown, f"{f}.duration_s", positive=True)
+        out["duration_s"] = _bounded(out["duration_s"], shown, f"{f}.duration_s", positive=True)
         rg = out["regimes"]
         if isinstance(rg, str):
             rg = [rg]
@@ -222,14 +223,14 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         out["regimes"] = rg
         for k in ("switch_rate_per_h", "latency_spike_rate_per_h", "latency_spike_s", "flash_crash_bps",
                   "flash_crash_recover_s"):
-            out[k] = _num(out[k], shown, f"{f}.{k}", lo=0.0)
+            out[k] = _bounded(out[k], shown, f"{f}.{k}", lo=0.0)
         if out["flash_crash_bps"] >= MAX_CRASH_BPS:
             raise ConfigError(f"expected a crash < {MAX_CRASH_BPS:g} bps (100 % of the price), got "
                               f"{out['flash_crash_bps']:g}", path=shown, field=f"{f}.flash_crash_bps")
-        out["latency_spike_mult"] = _num(out["latency_spike_mult"], shown, f"{f}.latency_spike_mult", positive=True)
-        out["reject_prob"] = _num(out["reject_prob"], shown, f"{f}.reject_prob", lo=0.0, hi=1.0)
-        out["flash_crash_recover"] = _num(out["flash_crash_recover"], shown, f"{f}.flash_crash_recover", lo=0.0, hi=1.0)
-        out["flash_crash_at_s"] = _num(out["flash_crash_at_s"], shown, f"{f}.flash_crash_at_s", lo=-1.0)
+        out["latency_spike_mult"] = _bounded(out["latency_spike_mult"], shown, f"{f}.latency_spike_mult", positive=True)
+        out["reject_prob"] = _bounded(out["reject_prob"], shown, f"{f}.reject_prob", lo=0.0, hi=1.0)
+        out["flash_crash_recover"] = _bounded(out["flash_crash_recover"], shown, f"{f}.flash_crash_recover", lo=0.0, hi=1.0)
+        out["flash_crash_at_s"] = _bounded(out["flash_crash_at_s"], shown, f"{f}.flash_crash_at_s", lo=-1.0)
         if out["flash_crash_at_s"] >= out["duration_s"]:
             raise ConfigError("expected a time inside the segment", path=shown, field=f"{f}.flash_crash_at_s")
         if out["latency_spike_rate_per_h"] > 0 and out["latency_spike_s"] <= 0:
