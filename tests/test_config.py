@@ -135,3 +135,11 @@ def test_cross_field_rules_stay_in_code():
     with pytest.raises(ConfigError) as ei:
         validate_config(cfg)
     assert ei.value.field == "sim.tick"
+
+
+def test_default_goals_are_the_kpi_tables_goal_kpis():
+    from soaklib.core.kpis import KPIS
+
+    table = {k.name: k.goal_agg for k in KPIS if k.goal_agg}
+    assert {name: g["agg"] for name, g in defaults()["goals"].items()} == table
+    assert all(k.seed_goal_key for k in KPIS if k.goal_agg)

@@ -89,8 +89,6 @@ RATIO_FIELDS: tuple[str, ...] = tuple(k.name for k in KPIS if k.bounded)
 NONNEG_FIELDS: tuple[str, ...] = tuple(k.name for k in KPIS if k.nonneg)
 # KPI keys every normalised summary carries (None when the source did not measure them)
 SUMMARY_KPI_KEYS: tuple[str, ...] = tuple(k.name for k in KPIS if k.summary)
-# the seed's four goal KPIs (its KPI_TARGETS), in the seed's order
-GOAL_KPIS: tuple[str, ...] = ("maker_taker_ratio", "p95_latency_ms", "risk_ratio", "net_bps")
 # the Prometheus gauges of the last ok iteration's KPIs, in exposition order (as first published:
 # a reorder would churn every textfile diff); every KPI with a prom_name, once
 PROM_KPIS: tuple[Kpi, ...] = tuple(KPI[n] for n in (
