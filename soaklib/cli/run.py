@@ -61,15 +61,17 @@ def _f(v: Any, spec: str) -> str:
 def closing_table(records: list[dict]) -> str:
     """Plain-text table of the run: one row per iteration."""
     head = f"{'iter':>4} {'status':<6} {'net_bps':>8} {'mk/tk':>6} {'p95 ms':>7} {'risk':>5} {'verdict':<7} changed"
-    lines = [head, "-" * len(head)]
-    for r in records:
-        s = r.get("summary") or {}
-        t = r.get("tuning") or {}
-        changed = ", ".join(f"{k}{fmt_num(float(t['deltas'][k]), '+g')}" for k in t.get("changed_keys") or [] if k in t.get("deltas", {}))
-        lines.append(f"{r['iteration']:>4} {r['status']:<6} {_f(s.get('net_bps'), '.2f'):>8} "
-                     f"{_f(s.get('maker_taker_ratio'), '.3f'):>6} {_f(s.get('p95_latency_ms'), '.0f'):>7} "
-                     f"{_f(s.get('risk_ratio'), '.2f'):>5} {(s.get('kpi_verdict') or '-'):<7} {changed}")
-    return "\n".join(lines)
+    return "\n".join([head, "-" * len(head), *(_closing_row(r) for r in records)])
+
+
+def _closing_row(r: dict) -> str:
+    s = r.get("summary") or {}
+    t = r.get("tuning") or {}
+    changed = ", ".join(f"{k}{fmt_num(float(t['deltas'][k]), '+g')}" for k in t.get("changed_keys") or []
+                        if k in t.get("deltas", {}))
+    return (f"{r['iteration']:>4} {r['status']:<6} {_f(s.get('net_bps'), '.2f'):>8} "
+            f"{_f(s.get('maker_taker_ratio'), '.3f'):>6} {_f(s.get('p95_latency_ms'), '.0f'):>7} "
+            f"{_f(s.get('risk_ratio'), '.2f'):>5} {(s.get('kpi_verdict') or '-'):<7} {changed}")
 
 
 def _resolve_scenario(name: str) -> str:
