@@ -282,7 +282,9 @@ class Audit(_View):
         return self._plot(plots.inventory, self.iterations)
 
     def blocks_chart(self):
-        return self._plot(plots.block_reasons, analysis._frame(self.run, "blocks"))
+        if not self.ok:  # no run to take the blocks frame from
+            return None
+        return _png(plots.block_reasons(analysis._frame(self.run, "blocks"), self.cfg))
 
     def params_chart(self):
         if not self.ok:
