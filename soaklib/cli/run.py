@@ -107,8 +107,8 @@ def _sigterm(signum, frame):  # turn SIGTERM into the same clean stop as Ctrl-C
 @click.command("run")
 @click.option("--iterations", default=None, metavar="N", help="iterations to run (default: run.iterations)")
 @click.option("--auto-tune/--no-auto-tune", "auto_tune", default=None, help="tune parameters between iterations")
-@click.option("--runner", "runner_spec", default="sim", metavar="sim|CMD", show_default=True,
-              help='"sim" (embedded simulator) or an external command line')
+@click.option("--runner", "runner_spec", default="sim", metavar="sim|hbt|CMD", show_default=True,
+              help='"sim" (embedded simulator), "hbt" (hftbacktest engine, opt-in) or an external command line')
 @click.option("--scenario", default=None, metavar="NAME|FILE", help="scenario NAME or TOML FILE (default: run.scenario)")
 @click.option("--profile", default=None, metavar="NAME|FILE", help="initial parameters: profile NAME or JSON FILE (default: run.profile)")
 @click.option("--seed", default=None, metavar="S", help="run seed (default: run.seed)")
