@@ -22,6 +22,7 @@ _COMMANDS = {
     "tag": "tag",
     "metrics": "metrics",
     "config": "config",
+    "compare": "compare",
 }
 
 

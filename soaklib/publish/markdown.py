@@ -16,6 +16,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from soaklib.core.text import fmt_num, md_code, md_escape
+from soaklib.judge.compare import Comparison
 from soaklib.judge.gate import GateResult
 from soaklib.judge.recommend import Recommendations
 from soaklib.judge.verify import VerifyReport
@@ -38,6 +39,11 @@ def part(template: str, macro: str, **kwargs: Any) -> str:
 def gate_markdown(result: GateResult) -> str:
     """``soak gate --summary-md``: the CI step summary."""
     return render("gate_summary.md.j2", r=result)
+
+
+def compare_markdown(comparison: Comparison) -> str:
+    """COMPARE.md: the paired judge's KPI table, verdicts and reasons."""
+    return render("compare.md.j2", c=comparison)
 
 
 def verify_markdown(report: VerifyReport, *, demote: int = 0) -> str:
