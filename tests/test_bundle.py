@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from helpers import run_cli
 
 from soaklib.core import io as _io
 from soaklib.core.config import load_config

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import free_port, require_tool
-from conftest import stop_process as _stop
-from conftest import wait_http as _wait
+from helpers import free_port, require_tool
+from helpers import stop_process as _stop
+from helpers import wait_http as _wait
 
 from soaklib.core.config import load_config
 from soaklib.publish import bundle

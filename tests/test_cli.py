@@ -56,7 +56,7 @@ def test_bad_guard_constant_is_refused_before_any_run(tmp_path):
     ("[nosuch]\nx = 1\n", "nosuch"),
 ])
 def test_config_validate_names_the_field(tmp_path, toml, field):
-    from conftest import assert_config_refused
+    from helpers import assert_config_refused
 
     assert_config_refused(tmp_path, toml, field)
 

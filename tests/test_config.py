@@ -92,7 +92,7 @@ def test_a_mistake_in_any_section_is_one_error_naming_file_and_key(tmp_path, tom
 
 
 def test_the_cli_prints_one_line(tmp_path):
-    from conftest import assert_config_refused
+    from helpers import assert_config_refused
 
     assert_config_refused(tmp_path, "[guards]\nvelocity_window = 1.5\n", "guards.velocity_window")
 

@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port, require_tool
+from helpers import free_port, require_tool
 from prometheus_client.parser import text_string_to_metric_families
 
 from soaklib.core import io as _io

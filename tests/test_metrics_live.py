@@ -12,9 +12,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port, require_tool
-from conftest import stop_process as _stop
-from conftest import wait_http as _wait_http
+from helpers import free_port, require_tool
+from helpers import stop_process as _stop
+from helpers import wait_http as _wait_http
 from prometheus_client.parser import text_string_to_metric_families
 
 from soaklib.core import io as _io

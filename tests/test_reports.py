@@ -16,7 +16,7 @@ from soaklib.core import io as _io
 from soaklib.core.errors import ReportError
 from soaklib.publish import markdown, reports
 from soaklib.store.synthetic import write_synthetic_run
-from tests.conftest import require_tool
+from helpers import require_tool
 
 EVIL = "<script>alert(1)</script>"
 

@@ -350,7 +350,7 @@ def test_mid_at_or_below_zero_fails_loudly(tmp_path, toml):
     ("[params.concurrency_limit]\nmax = 100\n", "params.concurrency_limit.max"),
 ])
 def test_config_validate_refuses_bad_sim_values(tmp_path, toml, field):
-    from conftest import assert_config_refused
+    from helpers import assert_config_refused
 
     assert_config_refused(tmp_path, toml, field)
 

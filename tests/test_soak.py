@@ -370,7 +370,7 @@ def test_cli_metrics_port_serves_live_and_is_released(tmp_path, capsys, monkeypa
     import urllib.request
 
     import soaklib.execute.runners
-    from tests.conftest import free_port
+    from helpers import free_port
 
     port = free_port()
     scraped = []

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import require_tool, run_cli
+from helpers import require_tool, run_cli
 from test_bundle import make_reported_run, ramp
 
 from soaklib.core import io as _io
