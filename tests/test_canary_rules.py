@@ -15,6 +15,7 @@ from helpers import free_port, require_tool
 from helpers import stop_process as _stop
 from helpers import wait_http as _wait
 
+from soaklib.core import numbers
 from soaklib.core.config import load_config
 from soaklib.publish import bundle
 from soaklib.store.synthetic import write_synthetic_run
@@ -69,6 +70,26 @@ def test_bad_duration_refused():
     with pytest.raises(ConfigError) as ei:  # the config schema refuses it on load (bundle would too)
         bundle.alert_rules_yaml(load_config(overrides={"canary": {"risk_for": "2 minutes"}}), version="v1")
     assert ei.value.field == "canary.risk_for"
+
+
+def test_one_duration_rule_for_schema_and_bundle():
+    """The config schema's duration pattern is core.numbers' (the bundle's check): one rule."""
+    schema = json.loads((Path(numbers.__file__).parent / "schemas" / "config.schema.json").read_text())
+    found = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "pattern" in node and "ms)?" in node["pattern"]:
+                found.add(node["pattern"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(schema)
+    assert found == {numbers.DURATION_PATTERN}
+    assert numbers.duration_seconds("1h30m") == 5400.0 and numbers.duration_seconds("2 minutes") is None
 
 
 @pytest.mark.system

@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from soaklib.core import records
 from soaklib.core.config import load_config
 from soaklib.core.params import registry
 from soaklib.core.records import build_record, next_params
+from soaklib.core.run import Run
 from soaklib.judge.verify import verify_records, verify_run
 from soaklib.publish.markdown import verify_markdown
 from soaklib.store import rundir as store
@@ -165,12 +167,8 @@ def test_cli_verify_bad_input(tmp_path):
 
 
 def test_verify_run_uses_run_object():
-    class R:
-        path = "/x"
-        records = drive(4)
-        gaps = [7]
-
-    rep = verify_run(R(), CFG)
+    run = Run(path=Path("/x"), layout="soaklib", dialect="soaklib", manifest={}, records=drive(4), gaps=[7])
+    rep = verify_run(run, CFG)
     assert rep.run_path == "/x" and any("7" in w for w in rep.warnings)
 
 

@@ -12,8 +12,7 @@ from soaklib.core.goals import FAIL, INCONCLUSIVE, WARN
 from soaklib.judge.gate import evaluate
 from soaklib.publish.markdown import gate_markdown
 from soaklib.store.loader import open_run
-
-GATE_FILE = ("reports", "analysis", "GATE.json")
+from soaklib.store.rundir import GATE, REPORTS_DIR
 
 
 @click.command("gate")
@@ -36,7 +35,7 @@ def command(run: str, last_n: int | None, summary_md: str | None, fail_on_warn: 
     res = evaluate(r.iterations, cfg, last_n)
     # the gate already names excluded failed iterations
     res.notes.extend(f"loader: {w}" for w in r.warnings if not w.startswith("failed iterations"))
-    out = Path(r.path).joinpath(*GATE_FILE)
+    out = Path(r.path) / REPORTS_DIR / GATE
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         _io.write_json(out, res.to_dict())

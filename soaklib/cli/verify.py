@@ -11,9 +11,7 @@ from soaklib.core.errors import CheckFailed, InputError
 from soaklib.judge.verify import verify_run
 from soaklib.publish.markdown import verify_markdown
 from soaklib.store.loader import open_run
-
-REPORT_DIR = ("reports", "analysis")
-REPORT_NAME = "DELTA_VERIFY_REPORT"
+from soaklib.store.rundir import DELTA_VERIFY, REPORTS_DIR
 
 
 @click.command("verify")
@@ -31,15 +29,15 @@ def command(run: str, strict: bool, threshold: float | None, as_json: bool, conf
     r = open_run(run)
     cfg = run_config(r, config_path)
     rep = verify_run(r, cfg, threshold=threshold)
-    out = Path(r.path).joinpath(*REPORT_DIR)
+    out = Path(r.path) / REPORTS_DIR
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create the report directory: {exc.strerror or exc}", path=out) from None
     data = rep.to_json()
     md = verify_markdown(rep)
-    _io.write_json(out / f"{REPORT_NAME}.json", data)
-    _io.write_text(out / f"{REPORT_NAME}.md", md)
+    _io.write_json(out / f"{DELTA_VERIFY}.json", data)
+    _io.write_text(out / f"{DELTA_VERIFY}.md", md)
     click.echo(_io.dumps(data) if as_json else md)
     if strict and rep.verdict == "INCONCLUSIVE":
         raise CheckFailed("delta verification inconclusive: no iteration pair could be checked "

@@ -2,11 +2,12 @@
 
 ``finite(x)`` is the rule (a real int or float, not a bool, not NaN/inf); ``finite_or`` names what a
 call site uses for "missing" (0.0, NaN) explicitly; ``require_finite`` raises the caller's error
-class naming the file and the field.
+class naming the file and the field. ``duration_seconds`` reads a Prometheus duration ("5m", "1h30m").
 """
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, TypeVar
 
 from soaklib.core.errors import ConfigError, SoakError
@@ -38,3 +39,18 @@ def require_finite(x: Any, *, path: object = None, field: str | None = None, exp
     if f is None:
         raise error(f"expected {expected}, got {x!r}", path=path, field=field)
     return f
+
+
+# A Prometheus duration: units largest first, each at most once, at least one. The config schema
+# (core/schemas/config.schema.json) spells the same pattern; a test keeps the two equal.
+DURATION_PATTERN = "^(?=.)([0-9]+y)?([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$"
+_DURATION_RE = re.compile(DURATION_PATTERN)
+_DURATION_UNITS = (365 * 86400.0, 7 * 86400.0, 86400.0, 3600.0, 60.0, 1.0, 1e-3)
+
+
+def duration_seconds(x: Any) -> float | None:
+    """A Prometheus duration string in seconds, or None when ``x`` is not one."""
+    m = _DURATION_RE.match(x) if isinstance(x, str) else None
+    if m is None:
+        return None
+    return sum(int(g[:-2] if g.endswith("ms") else g[:-1]) * u for g, u in zip(m.groups(), _DURATION_UNITS) if g)

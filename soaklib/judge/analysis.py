@@ -46,15 +46,6 @@ def frames(run: Run) -> dict[str, pd.DataFrame]:
     return {"iterations": run.iterations, "params": run.params, "decisions": run.decisions, "blocks": run.blocks}
 
 
-def _frame(run: Run, name: str) -> pd.DataFrame:
-    """One of the four frames by name, built only when asked for (``Run``'s cached properties)."""
-    return _FRAMES[name](run)
-
-
-_FRAMES = {"iterations": lambda r: r.iterations, "params": lambda r: r.params,
-           "decisions": lambda r: r.decisions, "blocks": lambda r: r.blocks}
-
-
 def ok_mask(iterations: pd.DataFrame) -> pd.Series:
     """True for iterations whose status is ok (all of them when there is no status column)."""
     if "status" in iterations.columns:

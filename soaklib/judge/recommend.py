@@ -19,6 +19,7 @@ import pandas as pd
 from soaklib.core.errors import ConfigError
 from soaklib.core.params import registry
 from soaklib.core.records import next_params
+from soaklib.core.run import Run
 from soaklib.core.text import fmt_num
 from soaklib.judge import analysis, gate
 from soaklib import sim
@@ -108,7 +109,7 @@ def _step(cfg, name: str) -> float:
     return max(p.step, abs(p.round(raw)))
 
 
-def recommend(run, cfg: Mapping[str, Any], last_n: int, *, snapshot: Mapping[str, Any] | None = None,
+def recommend(run: Run, cfg: Mapping[str, Any], last_n: int, *, snapshot: Mapping[str, Any] | None = None,
               simulate: bool = True) -> Recommendations:
     """Recommendations for the goals the run fails or only softly meets over the last N iterations."""
     snap = snapshot or analysis.snapshot(run, cfg, last_n)
@@ -120,7 +121,7 @@ def recommend(run, cfg: Mapping[str, Any], last_n: int, *, snapshot: Mapping[str
     if not targets:
         rec.notes.append("no goal fails or misses its soft target")
         return rec
-    runner = str((getattr(run, "manifest", None) or {}).get("runner", ""))
+    runner = str((run.manifest or {}).get("runner", ""))
     if runner == "sim" and simulate:
         return _simulated(run, cfg, snap, rec)
     if runner == "sim":
@@ -128,8 +129,8 @@ def recommend(run, cfg: Mapping[str, Any], last_n: int, *, snapshot: Mapping[str
     return _rule_based(run, cfg, snap, rec)
 
 
-def _base_params(run) -> dict:
-    oks = [r for r in (run.records or []) if r.get("status") == "ok" and r.get("params")]
+def _base_params(run: Run) -> dict:
+    oks = [r for r in run.records if r.get("status") == "ok" and r.get("params")]
     if not oks:
         return {}
     last = oks[-1]
@@ -232,9 +233,9 @@ def _simulated(run, cfg, snap, rec: Recommendations) -> Recommendations:
 def _rule_based(run, cfg, snap, rec: Recommendations) -> Recommendations:
     rec.mode = "rule-based"
     reg = registry(cfg)
-    it = analysis._frame(run, "iterations")
-    prm = analysis._frame(run, "params")
-    base = _base_params(run) if getattr(run, "records", None) else {}
+    it = run.iterations
+    prm = run.params
+    base = _base_params(run)
     for goal in rec.targets:
         op = cfg["goals"][goal]["op"]
         better_up = op in (">=", ">")

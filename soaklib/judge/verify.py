@@ -18,7 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from soaklib.core.numbers import finite
 from soaklib.core.params import registry
+from soaklib.core.run import Run
 
 
 @dataclass
@@ -88,10 +90,6 @@ class VerifyReport:
         return [(p, k) for p in self.pairs for k in p["keys"] if k["outcome"] in ("mismatch", "missing")]
 
 
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-
 def verify_records(records: list[Mapping[str, Any]], cfg: Mapping[str, Any], *, run_path: str = "",
                    threshold: float | None = None) -> VerifyReport:
     """Verify consecutive record pairs (see module doc). ``records``: record dicts, any order."""
@@ -133,13 +131,13 @@ def verify_records(records: list[Mapping[str, Any]], cfg: Mapping[str, Any], *, 
             if name not in before and name not in deltas and name not in proposed:
                 continue
             tol = (reg[name].tolerance if name in reg else 0.0) + abs_tol
-            b = _num(before.get(name))
-            d = _num(deltas.get(name)) or 0.0
-            pd = _num(proposed.get(name))
+            b = finite(before.get(name))
+            d = finite(deltas.get(name)) or 0.0
+            pd = finite(proposed.get(name))
             dec = dec_by.get(name) or {}
             guard = dec.get("guard")
             expected = None if b is None else b + d
-            obs = None if after is None else _num(after.get(name))
+            obs = None if after is None else finite(after.get(name))
             k = {"param": name, "before": b, "proposed_delta": pd, "delta": d if name in deltas else None,
                  "guard": guard, "expected": expected, "observed": obs}
             if pd is not None:
@@ -190,10 +188,10 @@ def verify_records(records: list[Mapping[str, Any]], cfg: Mapping[str, Any], *, 
     return rep
 
 
-def verify_run(run: Any, cfg: Mapping[str, Any], *, threshold: float | None = None) -> VerifyReport:
-    """Verify a run opened with ``soaklib.store.loader.open_run`` (anything with ``records`` and ``path``)."""
-    rep = verify_records(list(run.records), cfg, run_path=str(getattr(run, "path", "")), threshold=threshold)
-    for gap in getattr(run, "gaps", None) or []:
+def verify_run(run: Run, cfg: Mapping[str, Any], *, threshold: float | None = None) -> VerifyReport:
+    """Verify a run opened with ``soaklib.store.loader.open_run``."""
+    rep = verify_records(list(run.records), cfg, run_path=str(run.path), threshold=threshold)
+    for gap in run.gaps:
         msg = f"iteration {gap} missing from the run"
         if msg not in rep.warnings:
             rep.warnings.append(msg)

@@ -20,33 +20,37 @@ import yaml
 
 from soaklib.core import io as _io
 from soaklib.core.errors import CheckFailed, ConfigError, InputError, RecordError
-from soaklib.core.numbers import finite
+from soaklib.core.numbers import duration_seconds, finite
 from soaklib.core.params import registry
 from soaklib.core.records import version_string
+from soaklib.core.run import Run
 from soaklib.core.text import fmt_num
 from soaklib.judge.gate import evaluate
 from soaklib.publish import markdown
+from soaklib.store import rundir
 from soaklib.store.loader import open_run
+from soaklib.store.rundir import AUDIT, DELTA_VERIFY, FAILURES, GATE, OVERRIDES, RECOMMENDATIONS, REPORTS_DIR, SNAPSHOT
 
 MANIFEST = "MANIFEST.json"
-SNAPSHOT = "POST_SOAK_SNAPSHOT.json"
 PROFILE = "soak_profile.runtime_overrides.json"
 PREVIOUS_PROFILE = "previous_profile.runtime_overrides.json"
 RULES = "canary_alerts.rules.yml"
-GATE = "GATE.json"
+CHANGELOG = "CHANGELOG.md"
+ROLLBACK_PLAN = "rollback_plan.md"
+CANARY_CHECKLIST = "CANARY_CHECKLIST.md"
 # copied from RUN/reports/analysis; value = the command that produces the file
 REPORT_FILES = {
     SNAPSHOT: "soak report",
-    "POST_SOAK_AUDIT.html": "soak report",
-    "POST_SOAK_AUDIT.md": "soak report",
-    "RECOMMENDATIONS.md": "soak report",
-    "FAILURES.md": "soak report",
-    "DELTA_VERIFY_REPORT.json": "soak verify",
-    "DELTA_VERIFY_REPORT.md": "soak verify",
+    f"{AUDIT}.html": "soak report",
+    f"{AUDIT}.md": "soak report",
+    f"{RECOMMENDATIONS}.md": "soak report",
+    FAILURES: "soak report",
+    f"{DELTA_VERIFY}.json": "soak verify",
+    f"{DELTA_VERIFY}.md": "soak verify",
 }
-OPTIONAL_REPORT_FILES = ("RECOMMENDATIONS.html", "FAILURES.html", "POST_SOAK_AUDIT.ipynb")
-OPTIONAL_REPORT_DIRS = ("POST_SOAK_AUDIT_files", "RECOMMENDATIONS_files")  # nbconvert --to markdown images
-GENERATED = (GATE, PROFILE, PREVIOUS_PROFILE, "CHANGELOG.md", "rollback_plan.md", "CANARY_CHECKLIST.md", RULES)
+OPTIONAL_REPORT_FILES = (f"{RECOMMENDATIONS}.html", Path(FAILURES).with_suffix(".html").name, f"{AUDIT}.ipynb")
+OPTIONAL_REPORT_DIRS = (f"{AUDIT}_files", f"{RECOMMENDATIONS}_files")  # nbconvert --to markdown images
+GENERATED = (GATE, PROFILE, PREVIOUS_PROFILE, CHANGELOG, ROLLBACK_PLAN, CANARY_CHECKLIST, RULES)
 REQUIRED = tuple(REPORT_FILES) + GENERATED
 MANIFEST_SCHEMA = "1.0"
 
@@ -63,7 +67,6 @@ TRIGGERS = (
      "quick rollback"),
 )
 RULE_GROUP = "soak_canary_rollback"
-_PROM_DURATION = re.compile(r"^(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$")
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -74,7 +77,7 @@ def _num(v: Any) -> str:
 
 
 def _duration(v: Any, fld: str) -> str:
-    if not isinstance(v, str) or not v or not _PROM_DURATION.match(v):
+    if duration_seconds(v) is None:
         raise ConfigError(f"expected a Prometheus duration such as '5m', got {v!r}", field=fld)
     return v
 
@@ -191,7 +194,7 @@ def alert_rules_yaml(cfg: Mapping[str, Any], *, version: str, selector: str = ""
 
 def _describe(t: Mapping[str, Any], version: str) -> str:
     return (f"{t['metric']} is {{{{ $value }}}} ({t['op']} {_num(t['threshold_base'])}) for {t['for']}: "
-            f"{t['action']} of release {version} (see rollback_plan.md).")
+            f"{t['action']} of release {version} (see {ROLLBACK_PLAN}).")
 
 
 def _soak_value(snapshot: Mapping[str, Any], kpi: str, agg: str) -> float | None:
@@ -291,7 +294,7 @@ def canary_checklist_md(*, version: str, gate_d: Mapping[str, Any], snapshot: Ma
 
 # ------------------------------------------------------------------------------------------ release facts
 
-def release_facts(run) -> dict[str, Any]:
+def release_facts(run: Run) -> dict[str, Any]:
     """What the tag message needs, from the run's records: applied changes and guards active at the end."""
     applied = 0
     applied_iters = []
@@ -320,8 +323,7 @@ def release_facts(run) -> dict[str, Any]:
     rg = (last.get("runtime_guards") or {}) if isinstance(last, Mapping) else {}
     if isinstance(rg, Mapping) and rg.get("partial_freeze_active"):
         active.append("partial_freeze_active")
-    manifest = getattr(run, "manifest", None) or {}
-    return {"run_id": manifest.get("run_id"), "applied_deltas": applied, "applied_iterations": applied_iters,
+    return {"run_id": (run.manifest or {}).get("run_id"), "applied_deltas": applied, "applied_iterations": applied_iters,
             "active_guards": active, "iterations": len(run.records)}
 
 
@@ -336,21 +338,21 @@ class BundleResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _reports_dir(run) -> Path:
+def _reports_dir(run: Run) -> Path:
     p = Path(run.path)
-    cands = [p / "reports" / "analysis", p.parent.parent / "reports" / "analysis", p.parent / "reports" / "analysis"]
+    cands = [p / REPORTS_DIR, p.parent.parent / REPORTS_DIR, p.parent / REPORTS_DIR]
     for c in cands:
         if (c / SNAPSHOT).is_file():
             return c
     return cands[0]
 
 
-def _overrides_path(run) -> Path:
+def _overrides_path(run: Run) -> Path:
     p = Path(run.path)
-    for c in (p / "runtime_overrides.json", p.parent / "runtime_overrides.json"):
+    for c in (p / OVERRIDES, p.parent / OVERRIDES):
         if c.is_file():
             return c
-    raise InputError("missing runtime_overrides.json (the run's final parameters)", path=p / "runtime_overrides.json")
+    raise InputError(f"missing {OVERRIDES} (the run's final parameters)", path=p / OVERRIDES)
 
 
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
@@ -374,11 +376,11 @@ def load_previous(prev: str | os.PathLike, reg) -> dict[str, Any]:
         raise InputError("previous bundle is not intact: " + "; ".join(res.problems), path=p)
     man = res.manifest
     prof = flat_profile(_io.read_json(p / PROFILE), reg, src=p / PROFILE)
-    ch = (p / "CHANGELOG.md").read_text("utf-8")
+    ch = (p / CHANGELOG).read_text("utf-8")
     return {"path": p, "version": man.get("version"), "profile": prof, "changelog": ch}
 
 
-def build_bundle(run_path: str | os.PathLike, out: str | os.PathLike, cfg: Mapping[str, Any], *,
+def build_bundle(run_path: str | os.PathLike | Run, out: str | os.PathLike, cfg: Mapping[str, Any], *,
                  version: str | None = None, previous: str | os.PathLike | None = None, force: bool = False,
                  now: _dt.datetime | None = None) -> BundleResult:
     """Assemble the release bundle of ``run_path`` at ``out`` (atomically: all or nothing).
@@ -395,8 +397,10 @@ def build_bundle(run_path: str | os.PathLike, out: str | os.PathLike, cfg: Mappi
     reg = registry(cfg)
     prev = load_previous(previous, reg) if previous is not None else None
 
-    run = run_path if hasattr(run_path, "records") else open_run(run_path)
-    run_path = getattr(run_path, "path", run_path)  # for messages
+    if isinstance(run_path, Run):
+        run, run_path = run_path, run_path.path  # the path for messages
+    else:
+        run = open_run(run_path)
     rdir = _reports_dir(run)
     missing = [f"{name} (written by `{cmd}`)" for name, cmd in REPORT_FILES.items() if not (rdir / name).is_file()]
     if not (rdir / SNAPSHOT).is_file():
@@ -411,14 +415,14 @@ def build_bundle(run_path: str | os.PathLike, out: str | os.PathLike, cfg: Mappi
         # e.g. the run was resumed after `soak report`: the reports describe another run state
         raise InputError(f"stale snapshot: it covers {total} iterations, the run has {len(run.records)}; "
                          f"run `soak report {run_path}` again", path=rdir / SNAPSHOT)
-    verify_d = _io.read_json(rdir / "DELTA_VERIFY_REPORT.json")
+    verify_d = _io.read_json(rdir / f"{DELTA_VERIFY}.json")
     ov_path = _overrides_path(run)
     new_profile = flat_profile(_io.read_json(ov_path), reg, src=ov_path)
 
     last_n = snapshot.get("last_n") if isinstance(snapshot.get("last_n"), int) and snapshot["last_n"] >= 1 else None
     gate_res = evaluate(run.iterations, cfg, last_n)
     gate_d = gate_res.to_dict()
-    notes = [f"run: {w}" for w in getattr(run, "warnings", []) or []]
+    notes = [f"run: {w}" for w in run.warnings]
     if snapshot.get("verdict") and snapshot.get("verdict") != gate_res.verdict:
         notes.append(f"snapshot verdict {snapshot.get('verdict')} differs from the gate's {gate_res.verdict} "
                      "(config changed since `soak report`?); the bundle uses the gate's")
@@ -431,8 +435,8 @@ def build_bundle(run_path: str | os.PathLike, out: str | os.PathLike, cfg: Mappi
         vals = start.get("values") if isinstance(start, Mapping) else None
         if not isinstance(vals, Mapping):
             raise InputError("no --previous bundle and the run manifest has no starting profile values",
-                             path=Path(run.path) / "run.json", field="profile.values")
-        prev_profile = flat_profile(dict(vals), reg, src=Path(run.path) / "run.json")
+                             path=Path(run.path) / rundir.MANIFEST, field="profile.values")
+        prev_profile = flat_profile(dict(vals), reg, src=Path(run.path) / rundir.MANIFEST)
         prev_label = f"the soak's starting profile {start.get('name', '')}".rstrip()
     diff = profile_diff(prev_profile, new_profile)
     now = now or _dt.datetime.now(_dt.timezone.utc)
@@ -440,12 +444,12 @@ def build_bundle(run_path: str | os.PathLike, out: str | os.PathLike, cfg: Mappi
     docs: dict[str, str] = {
         GATE: _io.dumps(gate_d) + "\n",
         PREVIOUS_PROFILE: _io.dumps(prev_profile) + "\n",
-        "CHANGELOG.md": changelog_md(version=version, date=now.date().isoformat(), gate_d=gate_d, snapshot=snapshot,
+        CHANGELOG: changelog_md(version=version, date=now.date().isoformat(), gate_d=gate_d, snapshot=snapshot,
                                      release=facts, diff=diff, previous=prev,
                                      previous_changelog=prev["changelog"] if prev else None),
-        "rollback_plan.md": rollback_plan_md(version=version, gate_d=gate_d, prev_profile=prev_profile,
+        ROLLBACK_PLAN: rollback_plan_md(version=version, gate_d=gate_d, prev_profile=prev_profile,
                                              new_profile=new_profile, prev_label=prev_label, cfg=cfg, reg=reg),
-        "CANARY_CHECKLIST.md": canary_checklist_md(version=version, gate_d=gate_d, snapshot=snapshot,
+        CANARY_CHECKLIST: canary_checklist_md(version=version, gate_d=gate_d, snapshot=snapshot,
                                                    verify_d=verify_d, cfg=cfg),
         RULES: alert_rules_yaml(cfg, version=version),
     }

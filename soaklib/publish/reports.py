@@ -28,11 +28,13 @@ from soaklib.core import io as _io
 from soaklib.core.config import load_config, run_config
 from soaklib.core.errors import InputError, ReportError, SoakError
 from soaklib.core.params import registry
+from soaklib.core.run import Run
 from soaklib.core.text import html_escape, sparkline
 from soaklib.judge import recommend
 from soaklib.judge.verify import verify_run
 from soaklib.publish import markdown, plots
 from soaklib.store.loader import open_run
+from soaklib.store.rundir import AUDIT, FAILURES, LATEST, MANIFEST, RECOMMENDATIONS, REPORTS_DIR, SNAPSHOT
 from soaklib.store.synthetic import write_synthetic_run
 
 
@@ -50,8 +52,7 @@ class _LazyModule:
 pd = _LazyModule("pandas")
 analysis = _LazyModule("soaklib.judge.analysis")
 
-ANALYSIS_DIR = Path("reports") / "analysis"
-NOTEBOOKS = {"audit": "POST_SOAK_AUDIT", "recommendations": "RECOMMENDATIONS"}
+NOTEBOOKS = {"audit": AUDIT, "recommendations": RECOMMENDATIONS}
 
 
 @dataclass
@@ -97,8 +98,8 @@ def example_run(config: Mapping[str, Any] | None = None) -> Path:
     dur = float(cfg["report"]["example_duration_s"])
     key = hashlib.sha256(f"v2-{n}-{dur}".encode()).hexdigest()[:12]
     root = Path(tempfile.gettempdir()) / f"soaklib-example-{key}-{os.getuid()}"
-    latest = root / "latest"
-    if (latest / "run.json").is_file():
+    latest = root / LATEST
+    if (latest / MANIFEST).is_file():
         return latest.resolve()
     tmp = Path(tempfile.mkdtemp(prefix="soaklib-example-"))
     # runner "example": not a simulator run, so recommendations stay rule-based (no re-simulation)
@@ -108,7 +109,7 @@ def example_run(config: Mapping[str, Any] | None = None) -> Path:
         tmp.rename(root)
     except OSError:  # another kernel built it first; use theirs
         pass
-    return (root / "latest").resolve() if (root / "latest").exists() else (tmp / "latest").resolve()
+    return (root / LATEST).resolve() if (root / LATEST).exists() else (tmp / LATEST).resolve()
 
 
 def _example_kpis(i: int) -> dict:
@@ -131,18 +132,25 @@ def resolve_src(src: str | os.PathLike | None, cfg: Mapping[str, Any]) -> Path:
     return Path(os.path.expanduser(str(src)))
 
 
-def _open(src, last_n, config):
+def _open_with_snapshot(path: Path, config, last_n: int, purpose: str) -> tuple[dict, Run, dict]:
+    """``open_run`` plus the config the run is judged by and its snapshot; InputError when the run
+    has no iterations (nothing to ``purpose``)."""
+    run = open_run(path)
+    cfg = run_config(run, config or None)  # the same rule as every soak command
+    if run.iterations.empty:
+        raise InputError(f"the run has no iterations yet: nothing to {purpose}", path=path)
+    return cfg, run, analysis.snapshot(run, cfg, last_n)
+
+
+def _view_inputs(src, last_n, config):
+    """What a notebook view starts from: its parameters checked, ``src`` resolved ("" = the example
+    run), the run opened with its snapshot."""
     try:
         last_n = int(last_n)
     except (TypeError, ValueError):
         raise InputError(f"last_n must be a whole number, got {last_n!r}", field="last_n") from None
     path = resolve_src(src, load_config(config or None))
-    run = open_run(path)
-    cfg = run_config(run, config or None)  # the same rule as every soak command
-    it = analysis._frame(run, "iterations")
-    if it.empty:
-        raise InputError("the run has no iterations yet: nothing to analyse", path=path)
-    snap = analysis.snapshot(run, cfg, int(last_n))
+    cfg, run, snap = _open_with_snapshot(path, config, last_n, "analyse")
     return cfg, path, run, snap
 
 
@@ -173,11 +181,11 @@ class _View:
         self.src, self.last_n, self.config = str(src), last_n, str(config)
         self.error: str | None = None
         self.cfg: dict = {}
-        self.run = None
+        self.run: Run | None = None
         self.snap: dict = {}
         self.path: Path | None = None
         try:
-            self.cfg, self.path, self.run, self.snap = _open(src, last_n, config)
+            self.cfg, self.path, self.run, self.snap = _view_inputs(src, last_n, config)
         except SoakError as exc:
             self.error = str(exc)
 
@@ -193,7 +201,7 @@ class _View:
 
     @property
     def iterations(self) -> pd.DataFrame:
-        return analysis._frame(self.run, "iterations") if self.ok else pd.DataFrame()
+        return self.run.iterations if self.ok else pd.DataFrame()
 
     @property
     def goal_specs(self) -> dict:
@@ -284,13 +292,12 @@ class Audit(_View):
     def blocks_chart(self):
         if not self.ok:  # no run to take the blocks frame from
             return None
-        return _png(plots.block_reasons(analysis._frame(self.run, "blocks"), self.cfg))
+        return _png(plots.block_reasons(self.run.blocks, self.cfg))
 
     def params_chart(self):
         if not self.ok:
             return None
-        return _png(plots.param_trajectories(analysis._frame(self.run, "params"),
-                                             analysis._frame(self.run, "decisions"), registry(self.cfg), self.cfg))
+        return _png(plots.param_trajectories(self.run.params, self.run.decisions, registry(self.cfg), self.cfg))
 
     def guards(self):
         """Guard activations in the window, delta application and skip reasons (seed headings)."""
@@ -340,20 +347,20 @@ def frame_markdown(df: pd.DataFrame | None) -> str:
     return markdown.part("audit.md.j2", "table", head=head, rows=[(idx, row.tolist()) for idx, row in df.iterrows()])
 
 
-def failures_section(run, snap: Mapping[str, Any]) -> str:
+def failures_section(run: Run, snap: Mapping[str, Any]) -> str:
     """Markdown list of failed iterations (reason, stderr tail), gaps and loader warnings."""
     return markdown.part("audit.md.j2", "failures", **_failures(run, snap))
 
 
-def _failures(run, snap: Mapping[str, Any]) -> dict[str, Any]:
+def _failures(run: Run, snap: Mapping[str, Any]) -> dict[str, Any]:
     failed_its = set(snap.get("iterations_failed", []))
     failed = []
-    for rec in getattr(run, "records", None) or []:
+    for rec in run.records:
         if rec.get("iteration") in failed_its:
             f = rec.get("failure") or {}
             tail = str(f.get("stderr_tail") or "").strip().splitlines()[-1:] or [""]
             failed.append({"iteration": rec["iteration"], "reason": f.get("reason") or "failed", "tail": tail[0]})
-    return {"failed": failed, "gaps": snap.get("gaps") or [], "warnings": getattr(run, "warnings", None) or []}
+    return {"failed": failed, "gaps": snap.get("gaps") or [], "warnings": run.warnings}
 
 
 def final_assessment(snap: Mapping[str, Any]) -> str:
@@ -500,20 +507,17 @@ def render(src: str | os.PathLike, *, last_n: int | None = None, config: str | o
 def _analyse(path: Path, config, n: int, out_dir):
     """Open the run, write the snapshot and FAILURES.md (in-process, before the notebooks)."""
     t1 = time.perf_counter()
-    run = open_run(path)
-    cfg = run_config(run, config or None)  # the goals the run was made with, unless --config
-    if analysis._frame(run, "iterations").empty:
-        raise InputError("the run has no iterations yet: nothing to report", path=path)
-    snap = analysis.snapshot(run, cfg, n)
-    out = Path(out_dir) if out_dir else Path(run.path) / ANALYSIS_DIR
+    # the goals the run was made with, unless --config
+    _cfg, run, snap = _open_with_snapshot(path, config, n, "report")
+    out = Path(out_dir) if out_dir else Path(run.path) / REPORTS_DIR
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReportError(f"cannot create the report directory: {exc.strerror or exc}", path=out) from None
     res = ReportResult(out_dir=out, verdict=snap["verdict"])
-    res.files["snapshot"] = out / "POST_SOAK_SNAPSHOT.json"
+    res.files["snapshot"] = out / SNAPSHOT
     _io.write_json(res.files["snapshot"], snap)
-    res.files["failures"] = out / "FAILURES.md"
+    res.files["failures"] = out / FAILURES
     _io.write_text(res.files["failures"], failures_markdown(run, snap))
     res.seconds["analysis"] = time.perf_counter() - t1
     return res, run
@@ -660,7 +664,7 @@ def _export(nb, out: Path, stem: str) -> tuple[Path, Path]:
     return html_path, md_path
 
 
-def failures_markdown(run, snap: Mapping[str, Any]) -> str:
+def failures_markdown(run: Run, snap: Mapping[str, Any]) -> str:
     """FAILURES.md with the seed's headings: KPI goals not met plus failed iterations."""
     bad = [k for k, g in snap["goals"].items() if g.get("status") not in ("PASS", "WARN")]
     return markdown.render("failures.md.j2", s=snap, bad=bad, **_failures(run, snap))

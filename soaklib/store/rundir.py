@@ -36,6 +36,7 @@ GATE = "GATE.json"
 DELTA_VERIFY = "DELTA_VERIFY_REPORT"         # .json and .md
 AUDIT = "POST_SOAK_AUDIT"                    # .ipynb, .html, .md
 RECOMMENDATIONS = "RECOMMENDATIONS"          # .ipynb, .html, .md
+COMPARE = "COMPARE"                          # .json and .md
 FAILURES = "FAILURES.md"
 METRICS_TEXTFILE = Path("metrics") / "soak.prom"
 # the earlier toolkit's layouts (read only): where its ITER_SUMMARY folder may sit under a given path,
