@@ -17,7 +17,7 @@ import numpy as np
 
 from soaklib.core.errors import ConfigError
 from soaklib.core.numbers import finite
-from soaklib.sim.hbt.backtest import effective_params, run_iteration, settings
+from soaklib.sim.hbt.backtest import derive, effective_params, settings
 from soaklib.sim.hbt.cache import MarketCache, default_dir
 from soaklib.sim.hbt.generator import Market, generate
 from soaklib.sim.hbt.scenario import load_scenario
@@ -58,4 +58,4 @@ def simulate(params: Mapping[str, Any], scenario: str | Path = "default", seed: 
         raise ConfigError(f"expected an integer seed >= 0, got {seed!r}", field="seed")
     effective_params(params, cfg)  # a bad parameter fails before a market is generated
     sc = load_scenario(scenario)
-    return run_iteration(params, market_for(sc, int(seed), window, float(duration_s), cfg), cfg)
+    return derive(params, market_for(sc, int(seed), window, float(duration_s), cfg), cfg)

@@ -150,7 +150,11 @@ def realized_vol(market: Market, sample_s: float) -> tuple[float, float]:
 def run_iteration(params: Mapping[str, Any], market: Market, config: Mapping[str, Any] | None = None) -> SimResult:
     """One window's backtest and every KPI derived from its fills (``config``: the effective soaklib
     config, defaults if None)."""
-    cfg = settings(config)
+    return derive(params, market, settings(config))
+
+
+def derive(params: Mapping[str, Any], market: Market, cfg: Mapping[str, Any]) -> SimResult:
+    """``run_iteration`` for a config already checked by ``settings``."""
     flat, C, fi, ff, lats, ages, st, end = run_raw(params, market, cfg)
     nf = int(st[ST.ST_NFILL])
     F_i, F = fi[:nf], ff[:nf]

@@ -1,0 +1,128 @@
+"""``python -m soaklib.bench hbt [--windows N] [--duration-s S] [--seed K] [--scenario NAME] [--no-fresh] [--json]``
+
+Figures of the hftbacktest engine (issue 12), all on the same (scenario, seed, windows):
+- simulated seconds per wall second of ``soaklib.sim.hbt.simulate`` with the market uncached
+  (generated, compressed, stored) and cached (loaded), median over the windows;
+- the same numba strategy run bare in hftbacktest on the same arrays (no KPI derivation, no cache)
+  and the overhead ratio cached/bare - 1;
+- generation rate (book events per wall second) and events per simulated second;
+- the on-disk cache size per simulated hour;
+- the compile cost a fresh process pays: a subprocess importing the engine and running one short
+  window (the strategy cannot be numba-cached: hftbacktest's jitclass holds ctypes pointers).
+Markets go to a temporary cache directory removed at exit; the seeds used are printed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from soaklib.core.config import load_config
+from soaklib.sim import hbt
+from soaklib.sim.hbt import backtest as B
+from soaklib.sim.hbt import strategy as ST
+from soaklib.sim.hbt.cache import ENV, MarketCache
+from soaklib.sim.hbt.generator import generate
+
+# the prototype's calibrated best cell (stronger skew, smaller quotes than the sim's best_cell)
+PROFILE = {"min_interval_ms": 60, "replace_rate_per_min": 300, "base_spread_bps_delta": 0.05, "tail_age_ms": 600,
+           "impact_cap_ratio": 0.07, "max_delta_ratio": 0.30, "concurrency_limit": 10}
+
+_FRESH = r"""
+import time
+t0 = time.perf_counter()
+from soaklib.sim import hbt
+t1 = time.perf_counter()
+hbt.simulate({}, "calm", 0, 60.0)
+t2 = time.perf_counter()
+print(t1 - t0, t2 - t1)
+"""
+
+
+def _fresh_process(cache_dir: str) -> dict:
+    """Import + first 60 s window in a new interpreter (generator machine code cached on disk by then)."""
+    env = dict(os.environ, **{ENV: cache_dir})
+    subprocess.run([sys.executable, "-c", _FRESH], env=env, capture_output=True, text=True, check=True)  # warm disk
+    p = subprocess.run([sys.executable, "-c", _FRESH], env=dict(env, **{ENV: cache_dir + "-2"}),
+                       capture_output=True, text=True, check=True)
+    imp, first = (float(x) for x in p.stdout.split())
+    return {"fresh_process_import_s": round(imp, 3), "fresh_process_first_window_s": round(first, 3)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m soaklib.bench hbt")
+    ap.add_argument("--windows", type=int, default=3, help="windows measured (0..N-1)")
+    ap.add_argument("--duration-s", type=float, default=3600.0)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--scenario", default="default")
+    ap.add_argument("--no-fresh", action="store_true", help="skip the fresh-process compile measurement")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    a = ap.parse_args(argv)
+    tmp = tempfile.mkdtemp(prefix="soak-bench-hbt-")
+    try:
+        res = _run(a, Path(tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if a.json:
+        print(json.dumps(res, indent=1))
+    else:
+        for k, v in res.items():
+            print(f"{k:40s} {v}")
+    return 0
+
+
+def _run(a: argparse.Namespace, tmp: Path) -> dict:
+    res: dict = {"scenario": a.scenario, "seed": a.seed, "windows": list(range(a.windows)), "duration_s": a.duration_s}
+    if not a.no_fresh:
+        res.update(_fresh_process(str(tmp / "fresh")))
+    cfg_unc = load_config(overrides={"hbt": {"market_cache_dir": str(tmp / "unc")}})
+    cfg = load_config(overrides={"hbt": {"market_cache_dir": str(tmp / "cached")}})
+    t = time.perf_counter()
+    hbt.simulate(PROFILE, a.scenario, a.seed, 60.0, config=load_config(
+        overrides={"hbt": {"market_cache": False}}))  # JIT warm-up in this process
+    res["compile_in_process_s"] = round(time.perf_counter() - t, 3)
+    gen, unc, cac, bare = [], [], [], []
+    for w in range(a.windows):
+        start = w * a.duration_s
+        t = time.perf_counter()
+        m = generate(a.scenario, a.seed, w, a.duration_s)
+        gen.append((time.perf_counter() - t, len(m.events)))
+        shutil.rmtree(tmp / "unc", ignore_errors=True)
+        t = time.perf_counter()
+        hbt.simulate(PROFILE, a.scenario, a.seed, a.duration_s, start_s=start, config=cfg_unc)
+        unc.append(time.perf_counter() - t)
+        hbt.simulate(PROFILE, a.scenario, a.seed, a.duration_s, start_s=start, config=cfg)  # store
+        t = time.perf_counter()
+        hbt.simulate(PROFILE, a.scenario, a.seed, a.duration_s, start_s=start, config=cfg)
+        cac.append(time.perf_counter() - t)
+        mk = MarketCache(tmp / "cached").get(a.scenario, a.seed, w, a.duration_s)
+        _, P, C, lat_rows, fi, ff, lats, ages, st = B.strategy_inputs(PROFILE, mk, cfg)
+        bt = B.make_backtest(mk, cfg)
+        t = time.perf_counter()
+        ST.mm_strategy(bt, P, C, lat_rows, fi, ff, lats, ages, st)
+        bare.append(time.perf_counter() - t)
+        bt.close()
+    md = statistics.median
+    size = sum(p.stat().st_size for p in (tmp / "cached").rglob("*.npz"))
+    hours = a.windows * a.duration_s / 3600.0
+    res.update({
+        "book_events_per_sim_s": round(md([n for _, n in gen]) / a.duration_s, 1),
+        "generation_events_per_wall_s": round(md([n / s for s, n in gen])),
+        "generation_s_per_window": round(md([s for s, _ in gen]), 3),
+        "sim_s_per_wall_s_uncached": round(a.duration_s / md(unc)),
+        "sim_s_per_wall_s_cached": round(a.duration_s / md(cac)),
+        "sim_s_per_wall_s_bare_hftbacktest": round(a.duration_s / md(bare)),
+        "overhead_cached_vs_bare": round(md(cac) / md(bare) - 1.0, 4),
+        "cache_mb_per_sim_hour": round(size / 1e6 / hours, 2),
+        "raw_mb_per_sim_hour_uncompressed": round(
+            (mk.events.nbytes + mk.latency.nbytes + mk.grid_ts.nbytes + mk.grid_mid.nbytes + mk.grid_regime.nbytes)
+            / 1e6 / (a.duration_s / 3600.0), 2),
+    })
+    return res
