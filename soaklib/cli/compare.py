@@ -11,8 +11,7 @@ from soaklib.core.errors import CheckFailed, InputError
 from soaklib.judge.compare import PASS, compare_runs
 from soaklib.publish.markdown import compare_markdown
 from soaklib.store.loader import open_run
-
-REPORT_DIR = ("reports", "analysis")
+from soaklib.store.rundir import COMPARE, REPORTS_DIR
 
 
 @click.command("compare")
@@ -32,11 +31,11 @@ def command(baseline: str, candidate: str, unpaired: bool, as_json: bool, config
     cfg = run_config(c, config_path)
     res = compare_runs(b, c, cfg, unpaired=unpaired)
     data = res.to_dict()
-    out = Path(c.path).joinpath(*REPORT_DIR)
+    out = Path(c.path) / REPORTS_DIR
     try:
         out.mkdir(parents=True, exist_ok=True)
-        _io.write_json(out / "COMPARE.json", data)
-        _io.write_text(out / "COMPARE.md", compare_markdown(res))
+        _io.write_json(out / f"{COMPARE}.json", data)
+        _io.write_text(out / f"{COMPARE}.md", compare_markdown(res))
     except OSError as exc:
         raise InputError(f"cannot write the comparison: {exc.strerror or exc}", path=out) from None
     click.echo(_io.dumps(data) if as_json else res.to_text())
