@@ -9,6 +9,7 @@ from helpers import run_cli
 
 from soaklib.core import io as _io
 from soaklib.core.config import load_config
+from soaklib.core.errors import InputError
 from soaklib.judge import analysis
 from soaklib.judge.verify import verify_run
 from soaklib.publish import bundle
@@ -128,7 +129,7 @@ def test_failure_while_building_leaves_nothing(reported, tmp_path, monkeypatch):
     monkeypatch.setattr(bundle, "_write_doc", flaky)
     parent = tmp_path / "new" / "nested"
     out = parent / "v2"
-    with pytest.raises(OSError):
+    with pytest.raises(InputError, match="cannot write the bundle: No space left on device"):  # one line
         bundle.build_bundle(reported, out, load_config())
     assert len(calls) == 4
     assert not out.exists()
@@ -140,7 +141,7 @@ def test_failed_force_rebuild_keeps_old_bundle(reported, tmp_path, monkeypatch):
     bundle.build_bundle(reported, out, load_config())
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     monkeypatch.setattr(bundle, "_write_doc", lambda path, text: (_ for _ in ()).throw(OSError("boom")))
-    with pytest.raises(OSError):
+    with pytest.raises(InputError, match="boom"):
         bundle.build_bundle(reported, out, load_config(), force=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "runs"]

@@ -7,12 +7,12 @@ import click
 
 from soaklib.core import io as _io
 from soaklib.core.config import run_config
-from soaklib.core.errors import CheckFailed, InputError
+from soaklib.core.errors import CheckFailed
 from soaklib.core.goals import FAIL, INCONCLUSIVE, WARN
 from soaklib.judge.gate import evaluate
 from soaklib.publish.markdown import gate_markdown
 from soaklib.store.loader import open_run
-from soaklib.store.rundir import GATE, REPORTS_DIR
+from soaklib.store.rundir import GATE, REPORTS_DIR, write_errors
 
 
 @click.command("gate")
@@ -36,18 +36,13 @@ def command(run: str, last_n: int | None, summary_md: str | None, fail_on_warn: 
     # the gate already names excluded failed iterations
     res.notes.extend(f"loader: {w}" for w in r.warnings if not w.startswith("failed iterations"))
     out = Path(r.path) / REPORTS_DIR / GATE
-    try:
+    with write_errors(out, "write the gate result"):
         out.parent.mkdir(parents=True, exist_ok=True)
         _io.write_json(out, res.to_dict())
-    except OSError as exc:
-        raise InputError(f"cannot write the gate result: {exc.strerror or exc}", path=out) from None
     if summary_md:
-        try:
-            # append: GitHub's step summary file collects several steps
-            with open(summary_md, "a", encoding="utf-8") as f:
-                f.write(gate_markdown(res))
-        except OSError as exc:
-            raise InputError(f"cannot write the summary: {exc.strerror or exc}", path=summary_md) from None
+        # append: GitHub's step summary file collects several steps
+        with write_errors(summary_md, "write the summary"), open(summary_md, "a", encoding="utf-8") as f:
+            f.write(gate_markdown(res))
     click.echo(res.to_text())
     if res.verdict in (FAIL, INCONCLUSIVE) or (fail_on_warn and res.verdict == WARN):
         bad = [f"{g.kpi}={g.status}" for g in res.goals if g.status != "PASS"]

@@ -10,7 +10,7 @@ import click
 from tqdm import tqdm
 
 from soaklib.core.config import load_config
-from soaklib.core.errors import InputError
+from soaklib.core.errors import InputError, SoakError
 from soaklib.core.numbers import finite
 from soaklib.core.params import load_profile, registry
 from soaklib.core.text import fmt_num
@@ -47,7 +47,9 @@ class _Progress:
     def on_finish(self, manifest: dict) -> None:
         if self.bar is not None:
             self.bar.close()
-        if manifest.get("status") in ("interrupted", "failed") and self.runs_dir is not None:
+        # a SoakError says this itself, in its one line (soaklib.tune.loop)
+        if (manifest.get("status") in ("interrupted", "failed") and self.runs_dir is not None
+                and not isinstance(sys.exc_info()[1], SoakError)):
             where = Path(self.runs_dir) / str(manifest.get("run_id"))
             click.echo(f"soak: run {manifest.get('status')} after {manifest.get('iterations_done')} iterations; "
                        f"continue with: soak run --resume {where}", err=True)

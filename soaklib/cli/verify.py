@@ -7,11 +7,11 @@ import click
 
 from soaklib.core import io as _io
 from soaklib.core.config import run_config
-from soaklib.core.errors import CheckFailed, InputError
+from soaklib.core.errors import CheckFailed
 from soaklib.judge.verify import verify_run
 from soaklib.publish.markdown import verify_markdown
 from soaklib.store.loader import open_run
-from soaklib.store.rundir import DELTA_VERIFY, REPORTS_DIR
+from soaklib.store.rundir import DELTA_VERIFY, REPORTS_DIR, write_errors
 
 
 @click.command("verify")
@@ -30,14 +30,12 @@ def command(run: str, strict: bool, threshold: float | None, as_json: bool, conf
     cfg = run_config(r, config_path)
     rep = verify_run(r, cfg, threshold=threshold)
     out = Path(r.path) / REPORTS_DIR
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the report directory: {exc.strerror or exc}", path=out) from None
     data = rep.to_json()
     md = verify_markdown(rep)
-    _io.write_json(out / f"{DELTA_VERIFY}.json", data)
-    _io.write_text(out / f"{DELTA_VERIFY}.md", md)
+    with write_errors(out, "write the verification report"):
+        out.mkdir(parents=True, exist_ok=True)
+        _io.write_json(out / f"{DELTA_VERIFY}.json", data)
+        _io.write_text(out / f"{DELTA_VERIFY}.md", md)
     click.echo(_io.dumps(data) if as_json else md)
     if strict and rep.verdict == "INCONCLUSIVE":
         raise CheckFailed("delta verification inconclusive: no iteration pair could be checked "

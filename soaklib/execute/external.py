@@ -27,9 +27,9 @@ from soaklib.core import io as _io
 from soaklib.core.edge import summary_from_edge
 from soaklib.core.errors import ConfigError, RecordError
 from soaklib.core.params import Registry, registry
+from soaklib.execute import supervisor
 from soaklib.execute.base import RunnerOutput
-
-WORK_DIR = ".runner"
+from soaklib.execute.supervisor import WORK_DIR
 
 
 def _tail(path: Path, chars: int) -> str:
@@ -106,8 +106,9 @@ class CommandRunner:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def _wait(self, proc: subprocess.Popen) -> tuple[int | None, bool]:
-        """(returncode, timed_out). On timeout: SIGTERM to the group, SIGKILL after the grace."""
+    def _wait(self, proc: subprocess.Popen, token: str) -> tuple[int | None, bool]:
+        """(returncode, timed_out). On timeout: SIGTERM to the group, SIGKILL to the whole tree after
+        the grace. Whatever the bot started (setsid children too) is killed when it ends."""
         try:
             rc = proc.wait(timeout=self.timeout_s)
         except subprocess.TimeoutExpired:
@@ -116,15 +117,17 @@ class CommandRunner:
                 proc.wait(timeout=self.term_grace_s)
             except subprocess.TimeoutExpired:
                 pass
-            self._kill_group(proc, signal.SIGKILL)
+            supervisor.kill_tree(proc.pid, token)
             proc.wait()
             return proc.returncode, True
         except BaseException:
             # Ctrl-C / SIGTERM of soak: the bot runs in its own session and would outlive us
-            self._kill_group(proc, signal.SIGKILL)
+            supervisor.kill_tree(proc.pid, token)
             proc.wait()
             raise
-        self._kill_group(proc, signal.SIGKILL)  # stray children of a finished bot
+        # stray children of a finished bot: its group, and by token those that left it (setsid)
+        self._kill_group(proc, signal.SIGKILL)
+        supervisor.kill_tree(None, token)
         return rc, False
 
     # -- one iteration ------------------------------------------------------------------------
@@ -143,15 +146,28 @@ class CommandRunner:
             stale.unlink(missing_ok=True)
         _io.write_json(ov_path, {k: v for k, v in params.items()})
         env = dict(os.environ)
+        token = supervisor.new_token()
+        env[supervisor.TOKEN_ENV] = token
         env.update(SOAK_ITERATION=str(int(iteration)), SOAK_OVERRIDES=str(ov_path), SOAK_OUTPUT=str(out_path),
                    SOAK_SEED=str(int(seed)), SOAK_RUN_DIR=str(run_dir), SOAK_START_S=repr(float(start_s)))
         t0 = time.perf_counter()
         err_log = work / "stderr.log"
         try:
             with open(work / "stdout.log", "wb") as out_fh, open(err_log, "wb") as err_fh:
+                # the token is on disk before the bot starts, its pid right after: a resume after a
+                # kill -9 of soak finds whatever it left running
+                supervisor.record(run_dir, None, token)
                 proc = subprocess.Popen(self.argv, env=env, stdin=subprocess.DEVNULL, stdout=out_fh, stderr=err_fh,
                                         start_new_session=True, close_fds=True)
-                rc, timed_out = self._wait(proc)
+                try:
+                    supervisor.record(run_dir, proc.pid, token)
+                    rc, timed_out = self._wait(proc, token)
+                except BaseException:
+                    supervisor.kill_tree(proc.pid, token)
+                    proc.wait()
+                    raise
+                finally:
+                    supervisor.forget(run_dir)
         except OSError as exc:
             return RunnerOutput.failed(f"cannot start the runner command: {exc.strerror or exc}",
                                        elapsed_s=time.perf_counter() - t0)

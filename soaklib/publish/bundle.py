@@ -6,7 +6,9 @@ failure leaves nothing behind. ``verify_bundle`` re-hashes every file against th
 """
 from __future__ import annotations
 
+import ctypes
 import datetime as _dt
+import errno
 import math
 import os
 import re
@@ -25,11 +27,22 @@ from soaklib.core.params import registry
 from soaklib.core.records import version_string
 from soaklib.core.run import Run
 from soaklib.core.text import fmt_num
+from soaklib.execute import supervisor
 from soaklib.judge.gate import evaluate
 from soaklib.publish import markdown
 from soaklib.store import rundir
 from soaklib.store.loader import open_run
-from soaklib.store.rundir import AUDIT, DELTA_VERIFY, FAILURES, GATE, OVERRIDES, RECOMMENDATIONS, REPORTS_DIR, SNAPSHOT
+from soaklib.store.rundir import (
+    AUDIT,
+    DELTA_VERIFY,
+    FAILURES,
+    GATE,
+    OVERRIDES,
+    RECOMMENDATIONS,
+    REPORTS_DIR,
+    SNAPSHOT,
+    write_errors,
+)
 
 MANIFEST = "MANIFEST.json"
 PROFILE = "soak_profile.runtime_overrides.json"
@@ -387,6 +400,8 @@ def build_bundle(run_path: str | os.PathLike | Run, out: str | os.PathLike, cfg:
 
     ``run_path`` may also be a Run already opened with ``open_run`` (the CLI has one; no second load)."""
     out = Path(out)
+    with write_errors(out, "clean up an interrupted bundle"):
+        _recover(out)
     if out.exists() or out.is_symlink():
         if not force:
             raise InputError("output already exists; pass --force to replace it", path=out)
@@ -459,50 +474,51 @@ def build_bundle(run_path: str | os.PathLike | Run, out: str | os.PathLike, cfg:
     for d in reversed([parent, *parent.parents]):
         if not d.exists():
             created.append(d)
-    try:
+    with write_errors(parent, "create the output's parent"):
         parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the output's parent: {exc.strerror or exc}", path=parent) from None
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    try:
-        for name in REPORT_FILES:
-            shutil.copyfile(rdir / name, tmp / name)
-        for name in OPTIONAL_REPORT_FILES:
-            if (rdir / name).is_file():
+    with write_errors(parent, "create the bundle's temporary directory"):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=parent))
+    # disk full, read-only: one line naming the bundle; the temp dir goes either way
+    with write_errors(out, "write the bundle"):
+        try:
+            for name in REPORT_FILES:
                 shutil.copyfile(rdir / name, tmp / name)
-        for name in OPTIONAL_REPORT_DIRS:
-            if (rdir / name).is_dir():
-                shutil.copytree(rdir / name, tmp / name, symlinks=False)
-        shutil.copyfile(ov_path, tmp / PROFILE)
-        for name, text in docs.items():
-            _write_doc(tmp / name, text)
-        files = {rel: {"sha256": _io.sha256_file(tmp / rel), "bytes": (tmp / rel).stat().st_size}
-                 for rel in _list_files(tmp) if rel != MANIFEST}
-        manifest = {
-            "schema_version": MANIFEST_SCHEMA,
-            "generator": version_string(),
-            "version": version,
-            "created_utc": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "verdict": gate_res.verdict,
-            "release": {**facts, "gate": {"verdict": gate_res.verdict, "window": gate_d["window"],
-                                          "last_n": gate_d["last_n"],
-                                          "goals": [{k: g[k] for k in ("kpi", "agg", "op", "hard", "soft", "value",
-                                                                       "status")} for g in gate_d["goals"]]},
-                        "previous_version": prev["version"] if prev else None,
-                        "changed_params": [k for k, _a, _b in diff["changed"]]},
-            "files": files,
-        }
-        _io.write_json(tmp / MANIFEST, manifest)
-        os.chmod(tmp, 0o755)
-        _install(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for d in reversed(created):
-            try:
-                d.rmdir()
-            except OSError:
-                pass
-        raise
+            for name in OPTIONAL_REPORT_FILES:
+                if (rdir / name).is_file():
+                    shutil.copyfile(rdir / name, tmp / name)
+            for name in OPTIONAL_REPORT_DIRS:
+                if (rdir / name).is_dir():
+                    shutil.copytree(rdir / name, tmp / name, symlinks=False)
+            shutil.copyfile(ov_path, tmp / PROFILE)
+            for name, text in docs.items():
+                _write_doc(tmp / name, text)
+            files = {rel: {"sha256": _io.sha256_file(tmp / rel), "bytes": (tmp / rel).stat().st_size}
+                     for rel in _list_files(tmp) if rel != MANIFEST}
+            manifest = {
+                "schema_version": MANIFEST_SCHEMA,
+                "generator": version_string(),
+                "version": version,
+                "created_utc": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "verdict": gate_res.verdict,
+                "release": {**facts, "gate": {"verdict": gate_res.verdict, "window": gate_d["window"],
+                                              "last_n": gate_d["last_n"],
+                                              "goals": [{k: g[k] for k in ("kpi", "agg", "op", "hard", "soft", "value",
+                                                                           "status")} for g in gate_d["goals"]]},
+                            "previous_version": prev["version"] if prev else None,
+                            "changed_params": [k for k, _a, _b in diff["changed"]]},
+                "files": files,
+            }
+            _io.write_json(tmp / MANIFEST, manifest)
+            os.chmod(tmp, 0o755)
+            _install(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            for d in reversed(created):
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass
+            raise
     return BundleResult(path=out, version=version, verdict=gate_res.verdict, files=files, notes=notes)
 
 
@@ -511,20 +527,64 @@ def _write_doc(path: Path, text: str) -> None:
 
 
 def _install(tmp: Path, out: Path) -> None:
-    """Rename the finished temp dir to ``out``; an existing bundle is swapped out, then removed."""
+    """Put the finished temp dir at ``out``. An existing bundle is exchanged with it in one step
+    (renameat2 RENAME_EXCHANGE), so ``out`` is always a whole bundle, old or new; the old one, now
+    at ``tmp``, is removed (by the next run if we are killed first). Where the file system cannot
+    exchange, the old bundle is renamed aside first and the next run restores it if we die between."""
     if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        old.rmdir()
-        os.rename(out, old)
-        try:
-            os.rename(tmp, out)
-        except BaseException:
-            os.rename(old, out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
+        if _exchange(tmp, out):
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
+            old.rmdir()
+            os.rename(out, old)
+            try:
+                os.rename(tmp, out)
+            except BaseException:
+                os.rename(old, out)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(tmp, out)
     _io._fsync_dir(out.parent)
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two directory entries (Linux renameat2); False where that is not available."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):  # no such libc function (not Linux, or glibc < 2.28)
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # the file system cannot exchange
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+# a temp or swapped-out dir of `soak bundle` process <pid> for the bundle <name>
+_LEFTOVER_RE = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-[^/]+$")
+
+
+def _recover(out: Path) -> None:
+    """Clean up after a `soak bundle` of ``out`` that was killed: its temp dirs are removed; an old
+    bundle it had renamed aside comes back when nothing is at ``out``. Only dirs of dead processes."""
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        return
+    for p in sorted(parent.iterdir()):
+        m = _LEFTOVER_RE.match(p.name)
+        if not m or m["name"] != out.name or not p.is_dir() or p.is_symlink() or supervisor.alive(int(m["pid"])):
+            continue
+        if m["kind"] == "old" and not (out.exists() or out.is_symlink()) and (p / MANIFEST).is_file():
+            os.rename(p, out)
+        else:
+            shutil.rmtree(p)
 
 
 def _list_files(root: Path) -> list[str]:

@@ -14,6 +14,7 @@ import importlib
 import importlib as _imp
 import io
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -30,11 +31,21 @@ from soaklib.core.errors import InputError, ReportError, SoakError
 from soaklib.core.params import registry
 from soaklib.core.run import Run
 from soaklib.core.text import html_escape, sparkline
+from soaklib.execute import supervisor
 from soaklib.judge import recommend
 from soaklib.judge.verify import verify_run
 from soaklib.publish import markdown, plots
 from soaklib.store.loader import open_run
-from soaklib.store.rundir import AUDIT, FAILURES, LATEST, MANIFEST, RECOMMENDATIONS, REPORTS_DIR, SNAPSHOT
+from soaklib.store.rundir import (
+    AUDIT,
+    FAILURES,
+    LATEST,
+    MANIFEST,
+    RECOMMENDATIONS,
+    REPORTS_DIR,
+    SNAPSHOT,
+    write_errors,
+)
 from soaklib.store.synthetic import write_synthetic_run
 
 
@@ -447,14 +458,41 @@ def render(src: str | os.PathLike, *, last_n: int | None = None, config: str | o
     # The kernels take about a second to come up: each worker launches its kernel now (no notebook
     # runs yet) so the start overlaps loading the run and computing the snapshot; bad input shuts
     # them down again. A worker keeps its kernel in its own thread (and event loop) throughout.
-    early = path.is_dir()
+    early = path.exists()
+    # the kernels' connection files (HMAC key inside) live in a private dir that goes when we do; one
+    # a killed report left behind goes at the next report
+    _remove_stale_kernel_dirs()
+    with write_errors(tempfile.gettempdir(), "create a private directory for the report kernels"):
+        kdir = Path(tempfile.mkdtemp(prefix=f"{_KERNEL_DIR_PREFIX}{os.getpid()}-"))
+    try:
+        return _render(path, n, config, out_dir, kernel, timeout, simulate, early, kdir, t0)
+    finally:
+        shutil.rmtree(kdir, ignore_errors=True)
+
+
+_KERNEL_DIR_PREFIX = "soak-report-kernels-"
+
+
+def _remove_stale_kernel_dirs() -> None:
+    for d in Path(tempfile.gettempdir()).glob(f"{_KERNEL_DIR_PREFIX}*-*"):
+        pid = d.name[len(_KERNEL_DIR_PREFIX):].split("-", 1)[0]
+        try:
+            mine = d.is_dir() and not d.is_symlink() and d.stat().st_uid == os.getuid()
+        except OSError:
+            continue
+        if mine and pid.isdigit() and not supervisor.alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _render(path: Path, n: int, config, out_dir, kernel: str, timeout: float, simulate: bool, early: bool,
+            kdir: Path, t0: float) -> ReportResult:
     ctx: dict[str, Any] = {}
     go = threading.Event()
     launched = {name: threading.Event() for name in NOTEBOOKS}
 
     def job(name: str, stem: str) -> tuple[float, float, Path, Path] | None:
         try:
-            km = _start_kernel(kernel, name) if early else None
+            km = _start_kernel(kernel, name, kdir) if early else None
         finally:
             launched[name].set()
         import papermill  # noqa: F401 - imported while the kernel boots, not after the go
@@ -510,15 +548,13 @@ def _analyse(path: Path, config, n: int, out_dir):
     # the goals the run was made with, unless --config
     _cfg, run, snap = _open_with_snapshot(path, config, n, "report")
     out = Path(out_dir) if out_dir else Path(run.path) / REPORTS_DIR
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ReportError(f"cannot create the report directory: {exc.strerror or exc}", path=out) from None
     res = ReportResult(out_dir=out, verdict=snap["verdict"])
     res.files["snapshot"] = out / SNAPSHOT
-    _io.write_json(res.files["snapshot"], snap)
     res.files["failures"] = out / FAILURES
-    _io.write_text(res.files["failures"], failures_markdown(run, snap))
+    with write_errors(out, "write the report"):
+        out.mkdir(parents=True, exist_ok=True)
+        _io.write_json(res.files["snapshot"], snap)
+        _io.write_text(res.files["failures"], failures_markdown(run, snap))
     res.seconds["analysis"] = time.perf_counter() - t1
     return res, run
 
@@ -541,7 +577,7 @@ def preload(name: str) -> None:
         _imp.import_module(m)
 
 
-def _start_kernel(kernel_name: str, name: str | None = None):
+def _start_kernel(kernel_name: str, name: str | None = None, kdir: Path | None = None):
     """Launch a kernel (without waiting for it to be ready) in the calling thread's event loop; None
     when that fails: papermill then starts its own and reports the problem in its words. The
     kernel first imports what notebook ``name`` needs (``preload``)."""
@@ -550,6 +586,8 @@ def _start_kernel(kernel_name: str, name: str | None = None):
         from jupyter_core.utils import run_sync
 
         km = AsyncKernelManager(kernel_name=kernel_name)
+        if kdir is not None:
+            km.connection_file = str(kdir / f"kernel-{name or kernel_name}.json")
         args = list(_KERNEL_ARGS)
         if name is not None and km.ipykernel:
             # IPython runs exec_lines before it answers the first request; the names it binds are
@@ -656,11 +694,12 @@ def _export(nb, out: Path, stem: str) -> tuple[Path, Path]:
     writes = [(html_path, body.encode("utf-8")), (md_path, mdbody.encode("utf-8"))]
     for rel, data in (resources_.get("outputs") or {}).items():
         writes.append((out / rel, data))
-    for d in {w[0].parent for w in writes}:
-        d.mkdir(parents=True, exist_ok=True)
-    # each atomic write waits for its fsync (which releases the GIL): issue them side by side
-    with ThreadPoolExecutor(max_workers=min(8, len(writes))) as pool:
-        list(pool.map(lambda w: _io.atomic_write_bytes(*w), writes))
+    with write_errors(out, "write the report"):
+        for d in {w[0].parent for w in writes}:
+            d.mkdir(parents=True, exist_ok=True)
+        # each atomic write waits for its fsync (which releases the GIL): issue them side by side
+        with ThreadPoolExecutor(max_workers=min(8, len(writes))) as pool:
+            list(pool.map(lambda w: _io.atomic_write_bytes(*w), writes))
     return html_path, md_path
 
 

@@ -14,8 +14,9 @@ import os
 import re
 import secrets
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from soaklib.core import io as _io
 from soaklib.core.errors import InputError, RecordError
@@ -59,6 +60,51 @@ def _oserror(action: str, path: Path, exc: OSError) -> InputError:
     return InputError(f"cannot {action}: {exc.strerror or exc}", path=path)
 
 
+@contextmanager
+def write_errors(path: str | os.PathLike, action: str = "write") -> Iterator[None]:
+    """The one mapping of a file-system refusal (disk full, read-only mount, a parent that is a file)
+    to a one-line InputError naming ``path`` and the system's reason, for every writer of run and
+    report files (report, verify, gate, bundle)."""
+    try:
+        yield
+    except OSError as exc:
+        raise _oserror(action, Path(path), exc) from None
+
+
+# a run dir whose .lock is this old and that holds nothing else was abandoned at creation
+_ABANDONED_AFTER_S = 60.0
+
+
+def is_abandoned(path: Path) -> bool:
+    """A run dir that holds only ``.lock`` (creation stopped before run.json, e.g. a full disk), that
+    no process holds locked and that is older than a minute."""
+    try:
+        names = os.listdir(path)
+        if names != [LOCK] or time.time() - (path / LOCK).stat().st_mtime < _ABANDONED_AFTER_S:
+            return False
+        fd = os.open(path / LOCK, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False  # a run being created right now
+    finally:
+        os.close(fd)
+    return True
+
+
+def _remove_abandoned(root: Path) -> None:
+    # leftovers of our own creation attempts; anything else in the runs dir is left alone
+    for p in root.iterdir() if root.is_dir() else ():
+        if p.is_dir() and not p.is_symlink() and RUN_ID_RE.match(p.name) and is_abandoned(p):
+            try:
+                (p / LOCK).unlink()
+                p.rmdir()
+            except OSError:
+                pass
+
+
 def new_run_id(now: float | None = None) -> str:
     t = time.gmtime(time.time() if now is None else now)
     return time.strftime("%Y%m%dT%H%M%SZ", t) + "-" + secrets.token_hex(4)
@@ -87,6 +133,7 @@ class RunDir:
             raise _oserror("create the runs directory", root, exc) from None
         if not os.access(root, os.W_OK | os.X_OK):
             raise InputError("runs directory is not writable", path=root)
+        _remove_abandoned(root)
         latest = root / LATEST
         if latest.exists() and not latest.is_symlink():
             # found now, not after hours of soak when the run completes
@@ -111,7 +158,13 @@ class RunDir:
         try:
             rd.write_manifest()
         except BaseException:
+            # no run.json: nothing here is a run; leave no directory holding only the lock behind
             rd.close()
+            try:
+                (path / LOCK).unlink()
+                path.rmdir()
+            except OSError:
+                pass  # the next `soak run` removes it (_remove_abandoned)
             raise
         return rd
 
@@ -125,6 +178,9 @@ class RunDir:
             raise InputError("not a directory, expected a soaklib run directory to resume", path=p)
         mpath = p / MANIFEST
         if not mpath.is_file():
+            if sorted(os.listdir(p)) == [LOCK]:
+                raise InputError("a run directory abandoned while it was created (only .lock, no run.json: "
+                                 "the run never started); nothing to resume, delete it", path=p)
             raise InputError("not a soaklib run directory (no run.json); refusing to resume", path=p)
         m = _io.read_json(mpath)
         if not isinstance(m, dict) or "run_id" not in m or "status" not in m or "profile" not in m:
@@ -137,7 +193,6 @@ class RunDir:
                               field="status")
         rd = cls(p.resolve(), m)
         rd._lock()
-        rd._clean_temp()
         return rd
 
     # -- locking --------------------------------------------------------------------------------
@@ -171,7 +226,7 @@ class RunDir:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _clean_temp(self) -> None:
+    def clean_temp(self) -> None:
         # temp files of atomic writes cut short by a kill; never a completed file
         for f in self.path.glob(".*.tmp"):
             try:

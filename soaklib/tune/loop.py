@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from soaklib.core import io as _io
 from soaklib.core.config import validate_config
 from soaklib.core.errors import InputError, RecordError, RunnerError, SoakError
+from soaklib.core.params import Registry, registry
 from soaklib.core.records import (
     IterationRecord,
     build_record,
@@ -32,6 +33,7 @@ from soaklib.core.records import (
 )
 from soaklib.core.seeding import iteration_seed
 from soaklib.execute import runners as _runners
+from soaklib.execute import supervisor
 from soaklib.execute.base import Runner, RunnerOutput
 from soaklib.store.loader import read_records
 from soaklib.store.rundir import MANIFEST, RunDir, new_manifest
@@ -68,11 +70,27 @@ def decide_tuning(history: list[dict], params: Mapping[str, Any], cfg: Mapping[s
     return plain(decide(history, dict(params), dict(cfg), iteration=iteration, total=total, auto_tune=True))
 
 
+def out_of_bounds(params: Mapping[str, Any], reg: Registry) -> list[str]:
+    """Registry parameters a runner reported outside their [min, max] (e.g. a bot echoing garbage)."""
+    return sorted(k for k, v in params.items() if k in reg and not reg[k].min <= v <= reg[k].max)
+
+
+def current_params(requested: Mapping[str, Any], rec: Mapping[str, Any], reg: Registry) -> dict:
+    """What the tuner starts from after an iteration (``effective_params``), with each value reported
+    out of bounds normalised through the registry: it stays in the record as reported, and is never
+    sent back as the next request."""
+    cur = effective_params(requested, rec)
+    for k in rec.get("params_out_of_bounds") or ():
+        cur[k] = reg[k].normalise(cur[k])
+    return cur
+
+
 def replay_params(manifest: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> dict:
     """Parameters the next iteration runs with, derived from the profile and the records alone."""
+    reg = registry(manifest["config"])
     requested = dict(manifest["profile"]["values"])
     for rec in records:
-        requested = next_params(effective_params(requested, rec), rec.get("tuning"))
+        requested = next_params(current_params(requested, rec, reg), rec.get("tuning"))
     return requested
 
 
@@ -111,8 +129,11 @@ def _one_iteration(n: int, *, run_dir: Path, runner: Runner, runner_label: str, 
                                       elapsed_s=out.elapsed_s)
             rec = build_record(kpis=None, params={}, market=out.market, runtime_guards={}, events=None,
                                failure=out.failure, **common)
+    oob = out_of_bounds(rec["params"], registry(cfg)) if rec["status"] == "ok" else []
+    if oob:  # flagged; the values stay as the runner reported them
+        rec["params_out_of_bounds"] = oob
     rec = _roundtrip(rec)
-    current = effective_params(requested, rec)
+    current = current_params(requested, rec, registry(cfg))
     rec["tuning"] = _roundtrip(decide_tuning(history + [rec], current, cfg, iteration=n,
                                              total=int(manifest["iterations_planned"]),
                                              auto_tune=bool(manifest["auto_tune"])))
@@ -131,9 +152,11 @@ def _loop(rd: RunDir, runner: Runner, runner_label: str, records: list[dict], ob
     on_failure = cfg["run"]["on_failure"]
     max_failed = int(cfg["run"]["max_failed_iterations"])
     requested = replay_params(m, records)
+    reg = registry(cfg)
     res = SoakResult(path=rd.path, status="running", manifest=m, records=records)
     t_loop = time.perf_counter()
     status = "interrupted"
+    marked = False  # the stop status is in run.json (or could not be written)
     try:
         # derived files may be stale if the previous process died between writes
         rd.write_overrides(requested)
@@ -147,10 +170,12 @@ def _loop(rd: RunDir, runner: Runner, runner_label: str, records: list[dict], ob
                                       manifest=m, cfg=cfg, history=records)
             rd.write_record(rec)
             records.append(rec)
-            requested = next_params(effective_params(requested, rec), rec["tuning"])
+            # counted as soon as its record is on disk (on disk in run.json at the next status change;
+            # resume counts the records)
+            m["iterations_done"] = n
+            requested = next_params(current_params(requested, rec, reg), rec["tuning"])
             rd.write_overrides(requested)
             rd.write_tuning_report(tuning_report(records))
-            m["iterations_done"] = n  # on disk at the next status change; resume counts the records
             res.runner_s += out.elapsed_s
             res.iterations_run += 1
             res.timings.append({"iteration": n, "runner_s": out.elapsed_s, "total_s": time.perf_counter() - t_it})
@@ -168,18 +193,34 @@ def _loop(rd: RunDir, runner: Runner, runner_label: str, records: list[dict], ob
         status = "completed"
         rd.set_status("completed", finished_utc=utc_now())
         rd.mark_latest()
+    except SoakError as exc:
+        if status == "completed":  # run.json says so; only `latest` could not be updated
+            raise
+        # one line for the user: what stopped the run, how far it got (the records on disk), how to go on
+        unmarked, marked = _mark_stopped(rd, status), True
+        exc.args = (f"{exc.args[0]}; run {status} after {len(records)} iterations{unmarked}; "
+                    f"continue with: soak run --resume {rd.path}",)
+        raise
     finally:
         res.wall_s = time.perf_counter() - t_loop
-        if status != "completed":
-            try:  # best effort: the disk may be the reason we are here
-                rd.set_status(status, finished_utc=utc_now())
-            except SoakError as exc:
-                log.warning("could not mark run %s: %s", status, exc)
+        if status != "completed" and not marked:
+            unmarked = _mark_stopped(rd, status)
+            if unmarked:
+                log.warning("run %s%s", status, unmarked)
         res.status = status
         m["status"] = status
         _notify(observers, "on_finish", m)
         rd.close()
     return res
+
+
+def _mark_stopped(rd: RunDir, status: str) -> str:
+    """Write the stop status to run.json (best effort: the disk may be why we stopped); "" or what failed."""
+    try:
+        rd.set_status(status, finished_utc=utc_now())
+    except SoakError as exc:
+        return f" (run.json not updated: {exc})"
+    return ""
 
 
 def run_soak(*, runs_dir: str | Path, iterations: int, cfg: Mapping[str, Any], profile_name: str,
@@ -232,6 +273,17 @@ def resume(run_dir: str | Path, *, runner: Runner | None = None, observers: Sequ
         nums = [r["iteration"] for r in records]
         if nums != list(range(1, len(nums) + 1)):
             raise RecordError(f"records are not contiguous from 1 ({nums[:10]}...); cannot resume", path=rd.path)
+        planned = m["iterations_planned"]
+        if isinstance(planned, bool) or not isinstance(planned, int) or planned < 1:
+            raise RecordError(f"expected an integer >= 1, got {planned!r}; cannot resume", path=mpath,
+                              field="iterations_planned")
+        if len(records) > planned:
+            # not a run this loop wrote: completing it would make a record set nothing else accepts 'latest'
+            raise RecordError(f"{len(records)} records, more than the {planned} iterations planned; refusing to "
+                              "resume (nothing changed)", path=mpath, field="iterations_planned")
+        # checks passed: now clean up what a killed process left (temp files, a bot still running)
+        rd.clean_temp()
+        supervisor.reap(rd.path)
         if runner is None:
             runner = _runners.make_runner(m["runner"], scenario=m["scenario"], duration_s=float(m["duration_s"]),
                                  config=m["config"])
