@@ -195,3 +195,26 @@ def test_cli_compare_exit_codes_and_file(tmp_path, capsys):
     assert code == 1 and "p95_latency_ms=WORSE" in out.err
     code, out = run(base.path, other.path)
     assert code == 2 and out.err.count("\n") == 1 and "--unpaired" in out.err and "Traceback" not in out.err
+
+
+def test_prometheus_carries_the_comparison(tmp_path, capsys):
+    """soak_compare_verdict / _effect{kpi} / _p_value{kpi} from the run's COMPARE.json."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from soaklib.publish import metrics
+
+    base = _arm(tmp_path, "base", arm_seed=1)
+    cand = _arm(tmp_path, "cand", arm_seed=2, net_shift=0.5)
+    with pytest.raises(SystemExit):
+        from soaklib.cli import main
+        main(["compare", str(base.path), str(cand.path)])
+    capsys.readouterr()
+    text = metrics.exposition(metrics.run_registry(open_run(cand.path))).decode()
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    verdict = {s.labels["verdict"]: s.value for s in fams["soak_compare_verdict"].samples}
+    assert verdict == {"pass": 1.0, "inconclusive": 0.0, "fail": 0.0}
+    effect = {s.labels["kpi"]: s.value for s in fams["soak_compare_effect"].samples}
+    assert abs(effect["net_bps"] - 0.5) < 0.1
+    p = {s.labels["kpi"]: s.value for s in fams["soak_compare_p_value"].samples}
+    assert p["net_bps"] < 0.001
+    assert "soak_compare_verdict" not in metrics.exposition(metrics.run_registry(open_run(base.path))).decode()

@@ -34,6 +34,7 @@ class Run:
     warnings: list[str] = field(default_factory=list)
     tuning_report: dict | None = None
     snapshot: dict | None = None
+    comparison: dict | None = None         # COMPARE.json (``soak compare``) against a baseline, when made
     edge_report: dict | None = None        # the earlier toolkit's EDGE_REPORT (seed layouts only)
     runtime_overrides: dict | None = None  # its runtime_overrides.json as registry values (seed layouts only)
     manifest_path: Path | None = None      # the file ``manifest`` was read from (None when synthesised)

@@ -62,6 +62,7 @@ GUARD_COUNTERS = {
     "partial_freeze_time_s": ("soak_partial_freeze_seconds", "simulated time spent partially frozen"),
     "freeze_blocked_actions": ("soak_freeze_blocked_actions", "strategy actions blocked by a partial freeze"),
 }
+COMPARE_VERDICTS = ("pass", "inconclusive", "fail")  # soaklib.judge.compare verdicts, lower case
 GATE_VERDICTS = ("pass", "warn", "inconclusive", "fail")  # soaklib.judge.gate.VERDICTS, lower case
 
 
@@ -134,6 +135,7 @@ class RunState:
         self.running = False
         self.current_iteration: int | None = None
         self.gate_verdict: str | None = None
+        self.comparison: dict | None = None  # COMPARE.json of the run, when `soak compare` made one
         self.delta_miss_paths: int | None = None
 
     # -- folding -----------------------------------------------------------------------------
@@ -384,7 +386,28 @@ class RunState:
         if self.gate_verdict is not None:
             labelled(GaugeMetricFamily, "soak_gate_verdict", "gate verdict over the last N ok iterations (one-hot)",
                      "verdict", {v: float(v == self.gate_verdict) for v in GATE_VERDICTS})
+        out += self._compare_families()
         return out
+
+    def _compare_families(self) -> list:
+        """``soak compare`` against a baseline: verdict (one-hot), and per KPI the Hodges-Lehmann estimate
+        of candidate - baseline (the KPI's own units) and the test's p-value; KPIs without one are absent."""
+        c = self.comparison
+        if not c:
+            return []
+        verdict = GaugeMetricFamily("soak_compare_verdict", "paired comparison against the baseline (one-hot)",
+                                    labels=["verdict"])
+        for v in COMPARE_VERDICTS:
+            verdict.add_metric([v], float(v == str(c.get("verdict", "")).lower()))
+        effect = GaugeMetricFamily("soak_compare_effect", "Hodges-Lehmann estimate of candidate - baseline per "
+                                   "KPI, in the KPI's units", labels=["kpi"])
+        pval = GaugeMetricFamily("soak_compare_p_value", "p-value of the paired test per KPI", labels=["kpi"])
+        for k in c.get("kpis") or []:
+            if (e := finite(k.get("estimate"))) is not None:
+                effect.add_metric([str(k.get("kpi"))], e)
+            if (p := finite(k.get("p_value"))) is not None:
+                pval.add_metric([str(k.get("kpi"))], p)
+        return [verdict, effect, pval]
 
 
 class SoakCollector(Collector):
@@ -442,6 +465,7 @@ def state_from_run(run: Run, cfg: Config | None = None) -> RunState:
         st.add(rec)
     st.gaps = len(run.gaps)
     st.gate_verdict = _gate_verdict(run, cfg)
+    st.comparison = run.comparison
     st.delta_miss_paths = _delta_misses(run, cfg)
     return st
 

@@ -18,7 +18,7 @@ from soaklib.core.errors import RecordError
 from soaklib.core.records import tuning_report, validate_record
 from soaklib.core.run import Run
 from soaklib.store import legacy
-from soaklib.store.rundir import MANIFEST, REPORTS_DIR, SNAPSHOT, TUNING_REPORT
+from soaklib.store.rundir import COMPARE, MANIFEST, REPORTS_DIR, SNAPSHOT, TUNING_REPORT
 
 _SNAPSHOT = REPORTS_DIR / SNAPSHOT
 # ---------------------------------------------------------------------------------------------
@@ -82,8 +82,11 @@ def _open_soaklib(p: Path) -> Run:
     if tr is None:
         tr = tuning_report(records)
     snapshot = _read_derived(p / _SNAPSHOT, warnings, "ignored (run `soak report` to rewrite it)")
+    comparison = _read_derived(p / REPORTS_DIR / f"{COMPARE}.json", warnings,
+                               "ignored (run `soak compare` to rewrite it)")
     return Run(path=p, layout="soaklib", dialect="soaklib", manifest=manifest, records=records, gaps=gaps,
-               warnings=warnings, tuning_report=tr, snapshot=snapshot, manifest_path=p / MANIFEST)
+               warnings=warnings, tuning_report=tr, snapshot=snapshot, comparison=comparison,
+               manifest_path=p / MANIFEST)
 
 
 def _read_derived(f: Path, warnings: list[str], remedy: str) -> dict | None:
