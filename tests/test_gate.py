@@ -159,7 +159,8 @@ def test_dict_roundtrip_and_markdown(cfg):
 
 
 def test_markdown_escapes_untrusted_goal_name():
-    c = load_config(overrides={"goals": {"<script>x": {"agg": "mean", "op": ">=", "hard": 1.0}}})
+    c = load_config()  # a goal name the config would refuse (not a KPI) must still be escaped
+    c["goals"]["<script>x"] = {"agg": "mean", "op": ">=", "hard": 1.0}
     md = gate_markdown(gate.evaluate(frame(), c, 8))
     assert "<script>" not in md and "&lt;script&gt;" in md
 
@@ -222,9 +223,9 @@ def test_cli_missing_data_is_not_a_pass(tmp_path, capsys):
     # a goal on a KPI the run never measured
     p = write_synthetic_run(tmp_path, 10)
     conf = tmp_path / "extra.toml"
-    conf.write_text('[goals.fill_rate_hz]\nagg = "mean"\nop = ">="\nhard = 1.0\n')
+    conf.write_text('[goals.ws_lag_p95_ms]\nagg = "mean"\nop = "<="\nhard = 1.0\n')
     code, out, err = run_cli(["gate", str(p), "--config", str(conf)], capsys)
-    assert code == 1 and "gate INCONCLUSIVE" in err and "fill_rate_hz=INCONCLUSIVE" in err
+    assert code == 1 and "gate INCONCLUSIVE" in err and "ws_lag_p95_ms=INCONCLUSIVE" in err
     assert "KPI missing" not in err and _io.read_json(p / "reports/analysis/GATE.json")["verdict"] == "INCONCLUSIVE"
     p2 = write_synthetic_run(tmp_path / "short", 3)
     code, out, _ = run_cli(["gate", str(p2)], capsys)

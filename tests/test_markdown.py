@@ -40,7 +40,8 @@ def test_every_template_compiles():
 
 
 def test_gate_summary_escapes_kpi_names_and_notes():
-    cfg = load_config(overrides={"goals": {EVIL: {"agg": "mean", "op": ">=", "hard": 1.0}}})
+    cfg = load_config()  # a goal name the config would refuse (not a KPI) must still be escaped
+    cfg["goals"][EVIL] = {"agg": "mean", "op": ">=", "hard": 1.0}
     res = gate.evaluate(frame(), cfg, 8)
     res.notes.append(EVIL)
     md = markdown.gate_markdown(res)

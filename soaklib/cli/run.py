@@ -9,6 +9,7 @@ from typing import Any
 import click
 from tqdm import tqdm
 
+from soaklib.core import schema
 from soaklib.core.config import load_config
 from soaklib.core.errors import InputError, SoakError
 from soaklib.core.numbers import finite
@@ -102,6 +103,11 @@ def _parse(kind: type, name: str, text: str | None):
     return v
 
 
+def _run_max(key: str) -> float:
+    """The config schema's upper bound of ``run.<key>``: an option obeys the limit the config file does."""
+    return schema.load("config")["properties"]["run"]["properties"][key]["maximum"]
+
+
 def _sigterm(signum, frame):  # turn SIGTERM into the same clean stop as Ctrl-C
     raise KeyboardInterrupt
 
@@ -147,10 +153,12 @@ def command(iterations, auto_tune, runner_spec, scenario, profile, seed, config_
     else:
         if iterations is not None and iterations < 1:
             raise InputError(f"expected an integer >= 1, got {iterations}", field="--iterations")
-        if seed is not None and seed < 0:
-            raise InputError(f"expected an integer >= 0, got {seed}", field="--seed")
-        if duration_s is not None and not duration_s > 0:  # finite already (_parse)
-            raise InputError(f"expected a number > 0, got {duration_s}", field="--duration-s")
+        if seed is not None and not 0 <= seed <= _run_max("seed"):
+            raise InputError(f"expected an integer in [0, {_run_max('seed')}], got {seed}", field="--seed")
+        # finite already (_parse); bounded because the simulator's buffers grow with the duration
+        if duration_s is not None and not 0 < duration_s <= _run_max("duration_s"):
+            raise InputError(f"expected a number > 0 and <= {_run_max('duration_s'):g}, got {duration_s:g}",
+                             field="--duration-s")
         if iteration_timeout is not None and not iteration_timeout > 0:
             raise InputError(f"expected a number > 0, got {iteration_timeout}", field="--iteration-timeout")
     if metrics_port is not None and not 0 <= metrics_port <= 65535:
@@ -171,6 +179,9 @@ def command(iterations, auto_tune, runner_spec, scenario, profile, seed, config_
             n = iterations if iterations is not None else int(rc["iterations"])
             if n < 1:
                 raise InputError(f"expected an integer >= 1, got {n}", field="run.iterations")
+            if n > cfg["seed"]["max_iteration_number"]:  # the loader refuses larger record numbers
+                raise InputError(f"expected at most seed.max_iteration_number ({cfg['seed']['max_iteration_number']}), "
+                                 f"got {n}", field="--iterations")
             scen = _resolve_scenario(scenario if scenario is not None else rc["scenario"])
             prof = profile if profile is not None else rc["profile"]
             values = load_profile(prof, registry(cfg))

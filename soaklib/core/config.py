@@ -9,17 +9,30 @@ the file and the dotted key.
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
+from soaklib.core import io as _io
 from soaklib.core.errors import ConfigError
 from soaklib.core.goals import goals_from_config
 from soaklib.core.params import registry_from_config
 from soaklib.core.schema import check as check_schema
-from soaklib.core.sections import validate_sim_config, validate_tuning_config
+from soaklib.core.sections import validate_cross_sections, validate_sim_config, validate_tuning_config
+
+MAX_TOML_BYTES = 1024 * 1024  # defaults.toml is ~15 kB; a config near a megabyte is a mistake
+MAX_TOML_DEPTH = 32  # a config nests ~4 levels (tables, inline tables, arrays)
+# strings and comments (where brackets do not nest), removed before the depth count
+_TOML_STRINGS_AND_COMMENTS = re.compile("|".join((
+    r"'''.*?'''",                     # multi-line literal string
+    r'"""(?:[^"\\]|\\.|"(?!""))*"""',  # multi-line basic string
+    r'"(?:[^"\\\n]|\\.)*"',            # basic string
+    r"'[^'\n]*'",                      # literal string
+    r"#[^\n]*",                         # comment
+)), re.S)
 
 if TYPE_CHECKING:  # annotation only: the Run module imports pandas, a config load must stay cheap
     from soaklib.core.run import Run
@@ -174,6 +187,37 @@ def defaults() -> Config:
     return copy.deepcopy(_defaults())
 
 
+def read_toml(p: Path) -> dict[str, Any]:
+    """A user TOML file, strictly: a regular file (never blocks on a FIFO) within the size limit, UTF-8
+    (a BOM is accepted with a logged warning), nesting at most ``MAX_TOML_DEPTH`` deep (tomllib recurses
+    per level), integers within TOML's 64 bits. ConfigError naming the file (and the key) otherwise."""
+    raw = _io.strip_bom(_io.read_bytes(p, max_bytes=MAX_TOML_BYTES, what="a TOML config file", error=ConfigError), p)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read config: not valid UTF-8 (byte {exc.start})", path=p) from None
+    if _io.nesting_exceeds(_TOML_STRINGS_AND_COMMENTS.sub("", text), MAX_TOML_DEPTH):
+        raise ConfigError(f"invalid TOML: arrays/tables nested deeper than {MAX_TOML_DEPTH} levels", path=p)
+    try:
+        user = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", path=p) from None
+    _check_ints(user, p, "")
+    return user
+
+
+def _check_ints(node: Any, p: Path, dotted: str) -> None:
+    # TOML integers are 64-bit (spec); tomllib returns any size, and a 400-digit one overflows later
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _check_ints(v, p, f"{dotted}.{k}" if dotted else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _check_ints(v, p, f"{dotted}.{i}")
+    elif isinstance(node, int) and not isinstance(node, bool) and not -2**63 <= node < 2**63:
+        raise ConfigError(f"expected a 64-bit integer, got one of {len(str(abs(node)))} digits", path=p, field=dotted)
+
+
 def _replace_whole(dotted: str) -> bool:
     """Tables a user file replaces rather than merges: a tuner rule's parameter→delta map, so a rule
     can move other registry parameters or drop one (names are checked by validate_tuning_config)."""
@@ -207,14 +251,7 @@ def load_config(path: str | Path | None = None, *, overrides: dict | None = None
     cfg = defaults()
     if path is not None:
         p = Path(path)
-        try:
-            user = tomllib.loads(p.read_text("utf-8"))
-        except FileNotFoundError:
-            raise ConfigError("config file not found", path=p) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read config: {exc}", path=p) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"invalid TOML: {exc}", path=p) from None
+        user = read_toml(p)
         _merge(cfg, user)  # type: ignore[arg-type]
         _check_schema(cfg, p)
     if overrides:
@@ -232,6 +269,7 @@ def validate_config(cfg: Config, src: str | Path | None = None) -> None:
     registry_from_config(cfg, src=where)
     validate_tuning_config(cfg, src=where)
     validate_sim_config(cfg, src=where)
+    validate_cross_sections(cfg, src=where)
 
 
 def run_config(run: Run, path: str | Path | None = None) -> Config:

@@ -65,6 +65,11 @@ _TYPE_WORDS = {"number": "a number", "integer": "an integer", "string": "a strin
                "object": "an object", "array": "a list", "null": "null"}
 
 
+def _num(v: float) -> str:
+    # an integer bound in full (a seed's 2**63 - 1 is not "9.22337e+18"); a float as before
+    return str(v) if isinstance(v, int) else f"{v:g}"
+
+
 def describe(sch: Mapping[str, Any]) -> str:
     """What a (sub)schema expects, in words: "a number in [0, 1]", "one of "ok", "failed"", ..."""
     if "enum" in sch:
@@ -79,17 +84,17 @@ def describe(sch: Mapping[str, Any]) -> str:
     desc = " or ".join(_TYPE_WORDS.get(t, t) for t in main) or "a value"
     lo, hi = sch.get("minimum"), sch.get("maximum")
     if "exclusiveMinimum" in sch:
-        desc += f" > {sch['exclusiveMinimum']:g}"
+        desc += f" > {_num(sch['exclusiveMinimum'])}"
         if hi is not None:
-            desc += f" and <= {hi:g}"
+            desc += f" and <= {_num(hi)}"
     elif lo is not None and hi is not None:
-        desc += f" in [{lo:g}, {hi:g}]"
+        desc += f" in [{_num(lo)}, {_num(hi)}]"
     elif lo is not None:
-        desc += f" >= {lo:g}"
+        desc += f" >= {_num(lo)}"
     elif hi is not None:
-        desc += f" <= {hi:g}"
+        desc += f" <= {_num(hi)}"
     if "exclusiveMaximum" in sch:
-        desc += f" < {sch['exclusiveMaximum']:g}"
+        desc += f" < {_num(sch['exclusiveMaximum'])}"
     if "pattern" in sch:
         desc += f" matching {sch['pattern']}"
     if "minLength" in sch and sch["minLength"] > 0:

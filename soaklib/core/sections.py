@@ -1,6 +1,7 @@
 """Config sections a component checks on its own (``[sim]``, ``[runtime_guards]``, ``[tuner]``,
 ``[guards]``): the section against the config schema (types, ranges, known keys), then the rules
-between fields and the registry bounds the compiled loop depends on.
+between fields and the registry bounds the compiled loop depends on; and the rules between the other
+sections (``validate_cross_sections``: goal KPIs, run length, canary phases).
 
 Called at the end of ``soaklib.core.config.validate_config`` (so ``soak config validate`` and every
 command refuse a bad value up front, naming the field) and by ``simulate`` / ``decide`` for a config
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from soaklib.core.errors import ConfigError
+from soaklib.core.kpis import KPI
 from soaklib.core.params import registry_from_config
 from soaklib.core.schema import check as check_schema
 
@@ -59,3 +61,33 @@ def validate_tuning_config(cfg: Mapping[str, Any], src: object = "<config>") -> 
                 if k not in reg:
                     raise ConfigError("unknown parameter, expected one of: " + ", ".join(reg), path=src,
                                       field=f"tuner.{key}.{k}")
+
+
+def validate_cross_sections(cfg: Mapping[str, Any], src: object = "<config>") -> None:
+    """Rules between keys the schema checks one by one (run after it, so types are known):
+
+    - a ``[goals.<kpi>]`` table names a KPI of ``core/kpis.py``: a misspelt one would make every gate
+      INCONCLUSIVE instead of failing at load;
+    - ``run.iterations`` stays within ``seed.max_iteration_number`` (the loader refuses larger records);
+    - the canary phase lists of ``[bundle]`` have one length, traffic rises phase by phase and the
+      threshold fraction never falls back."""
+    for kpi in cfg["goals"]:
+        if kpi not in KPI:
+            raise ConfigError("unknown KPI, expected one of: " + ", ".join(KPI), path=src, field=f"goals.{kpi}")
+    n, cap = cfg["run"]["iterations"], cfg["seed"]["max_iteration_number"]
+    if n > cap:
+        raise ConfigError(f"expected at most seed.max_iteration_number ({cap}) iterations, got {n}", path=src,
+                          field="run.iterations")
+    b = cfg["bundle"]
+    traffic = b["phase_traffic_pct"]
+    for key in ("phase_duration", "phase_fraction"):
+        if len(b[key]) != len(traffic):
+            raise ConfigError(f"expected {len(traffic)} entries (one per bundle.phase_traffic_pct phase), got "
+                              f"{len(b[key])}", path=src, field=f"bundle.{key}")
+    for i in range(1, len(traffic)):
+        if not traffic[i] > traffic[i - 1]:
+            raise ConfigError(f"expected more traffic than phase {i} ({traffic[i - 1]:g}%), got {traffic[i]:g}",
+                              path=src, field=f"bundle.phase_traffic_pct.{i}")
+        if b["phase_fraction"][i] < b["phase_fraction"][i - 1]:
+            raise ConfigError(f"expected a fraction >= phase {i}'s ({b['phase_fraction'][i - 1]:g}), got "
+                              f"{b['phase_fraction'][i]:g}", path=src, field=f"bundle.phase_fraction.{i}")
