@@ -328,3 +328,10 @@ def test_a_goal_on_any_known_kpi_is_accepted(tmp_path):
     f = tmp_path / "c.toml"
     f.write_text('[goals.ws_lag_p95_ms]\nagg = "max"\nop = "<="\nhard = 500\n')
     assert load_config(f)["goals"]["ws_lag_p95_ms"]["hard"] == 500
+
+
+def test_a_line_break_in_a_key_stays_on_one_line(tmp_path, capsys):
+    f = tmp_path / "c.toml"
+    f.write_text('[goals."x\\ny\\u2028z"]\nagg = "mean"\nop = ">="\nhard = 1.0\n')
+    code, _out, err = run_cli(["config", "validate", f], capsys)
+    assert code == 2 and "field 'goals.x\\ny\\u2028z': unknown KPI" in one_line(err)

@@ -6,6 +6,10 @@ tracebacks are for bugs only.
 from __future__ import annotations
 
 
+# every character str.splitlines() breaks at -> its escape ("\\n", "\\x85", "\\u2028", ...)
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
 class SoakError(Exception):
     """Base of every soaklib error. ``exit_code`` is what the CLI returns."""
 
@@ -20,7 +24,8 @@ class SoakError(Exception):
         if field:
             parts.append(f"field '{field}'")
         prefix = ": ".join(parts)
-        super().__init__(f"{prefix}: {message}" if prefix else message)
+        # one line whatever a file name, key or value holds: line breaks are shown escaped
+        super().__init__((f"{prefix}: {message}" if prefix else message).translate(_LINE_BREAKS))
 
 
 class InputError(SoakError, ValueError):
