@@ -76,12 +76,14 @@ _ABANDONED_AFTER_S = 60.0
 
 
 def is_abandoned(path: Path) -> bool:
-    """A run dir that holds only ``.lock`` (creation stopped before run.json, e.g. a full disk), that
-    no process holds locked and that is older than a minute."""
+    """A run dir that holds nothing or only ``.lock`` (creation stopped before run.json: a full disk,
+    a kill), that no process holds locked and that is older than a minute."""
     try:
         names = os.listdir(path)
-        if names != [LOCK] or time.time() - (path / LOCK).stat().st_mtime < _ABANDONED_AFTER_S:
+        if names not in ([], [LOCK]) or time.time() - path.stat().st_mtime < _ABANDONED_AFTER_S:
             return False
+        if not names:
+            return True
         fd = os.open(path / LOCK, os.O_RDWR)
     except OSError:
         return False
@@ -99,7 +101,7 @@ def _remove_abandoned(root: Path) -> None:
     for p in root.iterdir() if root.is_dir() else ():
         if p.is_dir() and not p.is_symlink() and RUN_ID_RE.match(p.name) and is_abandoned(p):
             try:
-                (p / LOCK).unlink()
+                (p / LOCK).unlink(missing_ok=True)
                 p.rmdir()
             except OSError:
                 pass
@@ -178,7 +180,7 @@ class RunDir:
             raise InputError("not a directory, expected a soaklib run directory to resume", path=p)
         mpath = p / MANIFEST
         if not mpath.is_file():
-            if sorted(os.listdir(p)) == [LOCK]:
+            if RUN_ID_RE.match(p.name) and os.listdir(p) in ([], [LOCK]):
                 raise InputError("a run directory abandoned while it was created (only .lock, no run.json: "
                                  "the run never started); nothing to resume, delete it", path=p)
             raise InputError("not a soaklib run directory (no run.json); refusing to resume", path=p)
