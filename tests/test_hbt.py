@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import assert_config_refused, run_cli
 from hftbacktest import FILLED, GTX, LIMIT, BacktestAsset, HashMapMarketDepthBacktest
 from numba import njit
 
@@ -25,7 +26,6 @@ from soaklib.sim.hbt import strategy as ST
 from soaklib.sim.hbt.cache import ENV, MarketCache, market_key
 from soaklib.sim.hbt.generator import generate, validate_latency
 from soaklib.sim.hbt.scenario import load_scenario
-from helpers import assert_config_refused, run_cli
 
 SHORT_S = 300.0  # simulated seconds per test window (an hour is ~150-180 book rows per second)
 # the prototype's calibrated best cell (stronger skew, smaller quotes than the sim's best_cell)

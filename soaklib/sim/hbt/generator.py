@@ -328,7 +328,7 @@ def _latency_series(sc: S.Scenario, SEG: np.ndarray, seed: int, dur_ms: float, g
     n = len(t)
     a = math.exp(-math.log(2.0) * step / 1000.0 / mk["latency_halflife_s"])
     z = rng.standard_normal(n)
-    l = _ar1(z, math.sqrt(1 - a * a) * mk["latency_sigma"], a)
+    log_noise = _ar1(z, math.sqrt(1 - a * a) * mk["latency_sigma"], a)
     gi = np.minimum((t / dt_ms).astype(np.int64), len(grid_regime) - 1)
     mult = sc.regimes[grid_regime[gi], S.R_LAT_MULT]
     # storms: Poisson windows per segment; rejects: per-row draws (a request between two rows is
@@ -349,7 +349,7 @@ def _latency_series(sc: S.Scenario, SEG: np.ndarray, seed: int, dur_ms: float, g
             m = (t >= s0) & (t < s1)
             q = 1.0 - math.sqrt(1.0 - row[S.S_REJECT])
             rej[m] = rng.random(int(m.sum())) < q
-    rt = mk["latency_base_ms"] * mult * spike * np.exp(l)
+    rt = mk["latency_base_ms"] * mult * spike * np.exp(log_noise)
     rt_ns = np.maximum((rt * 1e6).astype(np.int64), 2)
     entry = np.maximum((rt_ns * mk["latency_entry_share"]).astype(np.int64), 1)
     out = np.zeros(n, order_latency_dtype)

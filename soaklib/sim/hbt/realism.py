@@ -46,7 +46,7 @@ def realism_table(seeds=range(2000, 2006), cache: MarketCache | None = None, hou
                     per_reg[n].append(r10[same & (reg10 == i)])
             r60 = _rets(m.grid_mid, int(round(60_000 / dt_ms)))
             abs_min.append(np.abs(r60))
-    for i, n in enumerate(sc.regime_names):
+    for n in sc.regime_names:
         r = np.concatenate(per_reg[n]) if per_reg[n] else np.zeros(0)
         d = sc.regime_dict(n)
         cfg_tot = math.sqrt(d["vol_bps_per_sqrt_s"] ** 2 + d["jump_rate_per_h"] / 3600.0 * 2 * d["jump_bps"] ** 2)
@@ -67,7 +67,8 @@ def realism_table(seeds=range(2000, 2006), cache: MarketCache | None = None, hou
                 ranges.append(float(lm.max() - lm.min()))
         r = np.concatenate(rs)
         kurt = float(np.mean((r - r.mean()) ** 4) / np.var(r) ** 2 - 3.0)
-        out["scenarios"][name] = {"excess_kurtosis_1min": round(kurt, 3), "hour_range_bps_median": round(float(np.median(ranges)), 2),
+        out["scenarios"][name] = {"excess_kurtosis_1min": round(kurt, 3),
+                                  "hour_range_bps_median": round(float(np.median(ranges)), 2),
                                   "hour_range_bps_min": round(float(np.min(ranges)), 2)}
     return out
 
@@ -82,7 +83,8 @@ def render(t: dict) -> str:
               "| scenario | excess kurtosis (1-min returns) | hour range median (bps) | hour range min (bps) |",
               "|---|---|---|---|"]
     for n, r in t["scenarios"].items():
-        lines.append(f"| {n} | {r['excess_kurtosis_1min']} | {r['hour_range_bps_median']} | {r['hour_range_bps_min']} |")
+        lines.append(f"| {n} | {r['excess_kurtosis_1min']} | {r['hour_range_bps_median']} | "
+                     f"{r['hour_range_bps_min']} |")
     return "\n".join(lines)
 
 

@@ -204,7 +204,8 @@ def load_scenario(name_or_path: str | Path | Scenario) -> Scenario:
         raise ConfigError("expected a table", path=shown, field="market")
     for k, v in um.items():
         if k not in MARKET_KEYS:
-            raise ConfigError(f"unknown key, expected one of: {', '.join(MARKET_KEYS)}", path=shown, field=f"market.{k}")
+            raise ConfigError(f"unknown key, expected one of: {', '.join(MARKET_KEYS)}", path=shown,
+                              field=f"market.{k}")
         market[k] = v
     for k, (lo, strict, hi, integer) in MARKET_KEYS.items():
         if k not in market:
@@ -269,7 +270,8 @@ def load_scenario(name_or_path: str | Path | Scenario) -> Scenario:
             raise ConfigError(f"expected a crash < {MAX_CRASH_BPS:g} bps", path=shown, field=f"{f}.flash_crash_bps")
         out["latency_spike_mult"] = _num(out["latency_spike_mult"], shown, f"{f}.latency_spike_mult", 0.0, True)
         out["reject_prob"] = _num(out["reject_prob"], shown, f"{f}.reject_prob", 0.0, False, 1.0)
-        out["flash_crash_recover"] = _num(out["flash_crash_recover"], shown, f"{f}.flash_crash_recover", 0.0, False, 1.0)
+        out["flash_crash_recover"] = _num(out["flash_crash_recover"], shown, f"{f}.flash_crash_recover",
+                                          0.0, False, 1.0)
         out["flash_crash_at_s"] = _num(out["flash_crash_at_s"], shown, f"{f}.flash_crash_at_s", -1.0)
         if out["flash_crash_at_s"] >= out["duration_s"]:
             raise ConfigError("expected a time inside the segment", path=shown, field=f"{f}.flash_crash_at_s")
