@@ -7,11 +7,11 @@ import click
 
 from soaklib.core import io as _io
 from soaklib.core.config import run_config
-from soaklib.core.errors import CheckFailed, InputError
+from soaklib.core.errors import CheckFailed
 from soaklib.judge.compare import PASS, compare_runs
 from soaklib.publish.markdown import compare_markdown
 from soaklib.store.loader import open_run
-from soaklib.store.rundir import COMPARE, REPORTS_DIR
+from soaklib.store.rundir import COMPARE, REPORTS_DIR, write_errors
 
 
 @click.command("compare")
@@ -32,12 +32,10 @@ def command(baseline: str, candidate: str, unpaired: bool, as_json: bool, config
     res = compare_runs(b, c, cfg, unpaired=unpaired)
     data = res.to_dict()
     out = Path(c.path) / REPORTS_DIR
-    try:
+    with write_errors(out, "write the comparison"):
         out.mkdir(parents=True, exist_ok=True)
         _io.write_json(out / f"{COMPARE}.json", data)
         _io.write_text(out / f"{COMPARE}.md", compare_markdown(res))
-    except OSError as exc:
-        raise InputError(f"cannot write the comparison: {exc.strerror or exc}", path=out) from None
     click.echo(_io.dumps(data) if as_json else res.to_text())
     if res.verdict != PASS:
         bad = [f"{k.kpi}={k.verdict}" for k in res.kpis if k.verdict in ("WORSE", "INCONCLUSIVE")]
