@@ -92,6 +92,7 @@ class IterationRecord(TypedDict, total=False):
     summary: Summary
     params: dict[str, float] | None
     params_missing: list[str]
+    params_out_of_bounds: list[str]     # runner-reported values outside the registry bounds (flagged, never sent back)
     market: dict[str, Any] | None
     runtime_guards: dict[str, Any] | None
     events: int | None
