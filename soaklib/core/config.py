@@ -120,6 +120,18 @@ class BundleSection(TypedDict):
     phase_fraction: list[float]
     alert_severity: str
     absent_for: str
+    phase_spread_widen: list[float]
+    warning_for: str
+    hmean_window: str
+    alert_selector: str
+    runbook_base_url: str
+    repository_url: str
+    version_prefix: str
+    bot_overrides_path: str
+
+
+class ReadinessSection(TypedDict):
+    max_failed_share: float
 
 
 class ExternalSection(TypedDict):
@@ -170,6 +182,7 @@ class Config(TypedDict):
     external: ExternalSection
     seed: SeedSection
     metrics: MetricsSection
+    readiness: ReadinessSection
     params: dict[str, ParamSpec]
     sim: dict[str, Any]
 
