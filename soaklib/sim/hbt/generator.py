@@ -35,6 +35,7 @@ from numba import njit
 
 from soaklib.core.errors import ConfigError
 from soaklib.core.numbers import finite
+from soaklib.sim import layout as L
 from soaklib.sim.hbt import scenario as S
 
 GENERATOR_VERSION = "hbt-gen-2"
@@ -337,17 +338,17 @@ def _latency_series(sc: S.Scenario, SEG: np.ndarray, seed: int, dur_ms: float, g
     rej = np.zeros(n, bool)
     n_spikes = 0
     for row in SEG:
-        s0, s1 = row[S.S_START], row[S.S_END]
-        if row[S.S_SPIKE_RATE] > 0:
-            tt = s0 + rng.exponential(3.6e6 / row[S.S_SPIKE_RATE])
+        s0, s1 = row[L.S_START], row[L.S_END]
+        if row[L.S_SPIKE_RATE] > 0:
+            tt = s0 + rng.exponential(3.6e6 / row[L.S_SPIKE_RATE])
             while tt < s1:
-                m = (t >= tt) & (t < tt + row[S.S_SPIKE_DUR])
-                spike[m] = row[S.S_SPIKE_MULT]
+                m = (t >= tt) & (t < tt + row[L.S_SPIKE_DUR])
+                spike[m] = row[L.S_SPIKE_MULT]
                 n_spikes += 1
-                tt += row[S.S_SPIKE_DUR] + rng.exponential(3.6e6 / row[S.S_SPIKE_RATE])
-        if row[S.S_REJECT] > 0:
+                tt += row[L.S_SPIKE_DUR] + rng.exponential(3.6e6 / row[L.S_SPIKE_RATE])
+        if row[L.S_REJECT] > 0:
             m = (t >= s0) & (t < s1)
-            q = 1.0 - math.sqrt(1.0 - row[S.S_REJECT])
+            q = 1.0 - math.sqrt(1.0 - row[L.S_REJECT])
             rej[m] = rng.random(int(m.sum())) < q
     rt = mk["latency_base_ms"] * mult * spike * np.exp(log_noise)
     rt_ns = np.maximum((rt * 1e6).astype(np.int64), 2)
