@@ -1,10 +1,11 @@
-"""``soak bundle RUN --out DIR [--version V] [--previous DIR] [--force]`` and ``soak bundle verify DIR``."""
+"""``soak bundle RUN --out DIR [--version V] [--previous DIR] [--selector M] [--allow-not-ready] [--force]``
+and ``soak bundle verify DIR``."""
 from __future__ import annotations
 
 import click
 
 from soaklib.core.config import run_config
-from soaklib.publish.bundle import build_bundle, verify_bundle
+from soaklib.publish.bundle import build_bundle, display_path, verify_bundle
 from soaklib.store.loader import open_run
 
 
@@ -22,7 +23,7 @@ def command() -> None:
     """Release bundle of a reported run, or its integrity check.
 
     \b
-      soak bundle RUN --out DIR [--version V] [--previous DIR] [--force]   (= soak bundle build ...)
+      soak bundle RUN --out DIR [--version V] [--previous DIR] [--selector M] [--allow-not-ready] [--force]
       soak bundle verify DIR
     """
 
@@ -30,28 +31,39 @@ def command() -> None:
 @command.command("build")
 @click.argument("run", type=click.Path())
 @click.option("--out", "out", required=True, type=click.Path(), help="bundle directory to create")
-@click.option("--version", "version", default=None, help="release version (default: the --out directory name)")
+@click.option("--version", "version", default=None,
+              help="release version, e.g. v1.4.0 ([bundle] version_prefix + MAJOR.MINOR.PATCH; default: the --out name)")
 @click.option("--previous", type=click.Path(), default=None,
-              help="the previous release bundle: CHANGELOG diff and rollback profile come from it")
+              help="the previous release bundle (default: the newest bundle beside --out; none = first release)")
+@click.option("--selector", default=None, metavar="MATCHERS",
+              help='label matchers for every alert rule, e.g. job="mm-bot",instance="canary-1" '
+                   "(default: [bundle] alert_selector)")
+@click.option("--allow-not-ready", is_flag=True,
+              help="bundle a run whose readiness is NOT READY or INCONCLUSIVE (the CHANGELOG entry says so)")
 @click.option("--force", is_flag=True, help="replace an existing bundle at --out")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file overriding defaults")
-def build(run: str, out: str, version: str | None, previous: str | None, force: bool, config_path: str | None) -> None:
+def build(run: str, out: str, version: str | None, previous: str | None, selector: str | None,
+          allow_not_ready: bool, force: bool, config_path: str | None) -> None:
     """Assemble the bundle of RUN (needs `soak report` and `soak verify` outputs) in DIR, atomically."""
     r = open_run(run)
     cfg = run_config(r, config_path)
-    res = build_bundle(r, out, cfg, version=version, previous=previous, force=force)
+    res = build_bundle(r, out, cfg, version=version, previous=previous, force=force, selector=selector,
+                       allow_not_ready=allow_not_ready)
+    click.echo(f"soak: {res.said}", err=True)
     for rel, meta in sorted(res.files.items()):
         click.echo(f"  {meta['bytes']:>10}  {rel}")
     for n in res.notes:
         click.echo(f"note: {n}")
-    click.echo(f"bundle {res.version} written to {res.path} ({len(res.files)} files + MANIFEST.json), "
-               f"gate verdict {res.verdict}")
+    extra = "" if res.readiness.shippable else " -- shipped with --allow-not-ready"
+    click.echo(f"bundle {res.version} written to {display_path(res.path)} ({len(res.files)} files + MANIFEST.json), "
+               f"gate verdict {res.verdict}, readiness {res.readiness.state}{extra}")
 
 
 @command.command("verify")
 @click.argument("bundle_dir", metavar="DIR", type=click.Path())
 def verify(bundle_dir: str) -> None:
-    """Check every file of the bundle against MANIFEST.json; exit 1 naming any changed or missing file."""
+    """Check every file of the bundle and MANIFEST.json's own fields; exit 1 naming anything changed."""
     res = verify_bundle(bundle_dir)
-    click.echo(f"bundle OK: {res.checked} files match {bundle_dir}/MANIFEST.json "
-               f"(version {res.manifest.get('version')}, verdict {res.manifest.get('verdict')})")
+    state = (res.release.get("readiness") or {}).get("state")
+    click.echo(f"bundle OK: {res.checked} files and the manifest's fields match {bundle_dir}/MANIFEST.json "
+               f"(version {res.manifest.get('version')}, gate verdict {res.verdict}, readiness {state})")

@@ -1,4 +1,5 @@
-"""``soak tag DIR --tag V [--dry-run] [--force] [--repo PATH]``: annotated git tag for a release bundle."""
+"""``soak tag DIR [--tag V] [--allow-not-ready] [--dry-run] [--force] [--repo PATH]``: annotated git tag
+for a release bundle."""
 from __future__ import annotations
 
 import shlex
@@ -10,13 +11,15 @@ from soaklib.publish.tag import make_tag
 
 @click.command("tag")
 @click.argument("bundle_dir", metavar="DIR", type=click.Path())
-@click.option("--tag", "tag", required=True, help="tag name, e.g. v1.4.0")
+@click.option("--tag", "tag", default=None, help="tag name (default and only accepted value: the bundle's version)")
+@click.option("--allow-not-ready", is_flag=True,
+              help="tag a bundle whose readiness is NOT READY or INCONCLUSIVE (the message's first line says so)")
 @click.option("--dry-run", is_flag=True, help="print the tag and its message; write nothing")
 @click.option("--force", is_flag=True, help="replace an existing tag of that name")
 @click.option("--repo", default=".", type=click.Path(), show_default=True, help="git repository to tag (at HEAD)")
-def command(bundle_dir: str, tag: str, dry_run: bool, force: bool, repo: str) -> None:
+def command(bundle_dir: str, tag: str | None, allow_not_ready: bool, dry_run: bool, force: bool, repo: str) -> None:
     """Verify the bundle DIR, then tag HEAD with an annotated tag carrying its KPI summary. Never prompts."""
-    res = make_tag(bundle_dir, tag, repo=repo, dry_run=dry_run, force=force)
+    res = make_tag(bundle_dir, tag, repo=repo, dry_run=dry_run, force=force, allow_not_ready=allow_not_ready)
     if res.dry_run:
         click.echo(f"[dry-run] would run: {shlex.join(res.command)}  (message on stdin)")
         click.echo(f"[dry-run] {'replacing' if res.replaced else 'creating'} tag {res.tag} at {res.commit}; message:")
