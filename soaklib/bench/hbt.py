@@ -14,16 +14,14 @@ Markets go to a temporary cache directory removed at exit; the seeds used are pr
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from soaklib.bench._common import child_floats, emit
 from soaklib.core.config import load_config
 from soaklib.sim import hbt
 from soaklib.sim.hbt import backtest as B
@@ -49,10 +47,8 @@ print(t1 - t0, t2 - t1)
 def _fresh_process(cache_dir: str) -> dict:
     """Import + first 60 s window in a new interpreter (generator machine code cached on disk by then)."""
     env = dict(os.environ, **{ENV: cache_dir})
-    subprocess.run([sys.executable, "-c", _FRESH], env=env, capture_output=True, text=True, check=True)  # warm disk
-    p = subprocess.run([sys.executable, "-c", _FRESH], env=dict(env, **{ENV: cache_dir + "-2"}),
-                       capture_output=True, text=True, check=True)
-    imp, first = (float(x) for x in p.stdout.split())
+    child_floats(_FRESH, env)  # warm disk
+    imp, first = child_floats(_FRESH, dict(env, **{ENV: cache_dir + "-2"}))
     return {"fresh_process_import_s": round(imp, 3), "fresh_process_first_window_s": round(first, 3)}
 
 
@@ -70,11 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         res = _run(a, Path(tmp))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if a.json:
-        print(json.dumps(res, indent=1))
-    else:
-        for k, v in res.items():
-            print(f"{k:40s} {v}")
+    emit(res, a.json, indent=1, width=40)
     return 0
 
 

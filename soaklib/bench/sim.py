@@ -9,15 +9,13 @@ in a fresh process, and (unless --no-cold) compiling from scratch into an empty 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
 
+from soaklib.bench._common import child_floats, emit
 from soaklib.core.config import load_config
 from soaklib.core.params import load_profile, registry
 from soaklib.sim import engine as E
@@ -38,15 +36,13 @@ print(t1 - t, t2 - t1)
 def _jit_cost(cold: bool) -> dict:
     out = {}
     env = dict(os.environ)
-    r = subprocess.run([sys.executable, "-c", _COLD], capture_output=True, text=True, env=env, check=True)
-    imp, first = map(float, r.stdout.split())
+    imp, first = child_floats(_COLD, env)
     out["import_s"] = round(imp, 3)
     out["first_call_cached_s"] = round(first, 3)
     if cold:
         with tempfile.TemporaryDirectory() as d:
             env["NUMBA_CACHE_DIR"] = d
-            r = subprocess.run([sys.executable, "-c", _COLD], capture_output=True, text=True, env=env, check=True)
-            out["first_call_cold_compile_s"] = round(float(r.stdout.split()[1]), 3)
+            out["first_call_cold_compile_s"] = round(child_floats(_COLD, env)[1], 3)
     return out
 
 
@@ -111,9 +107,5 @@ def main(argv: list[str]) -> int:
         "jit": jit, "cpu_count": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
-    if a.json:
-        print(json.dumps(fig, indent=2))
-    else:
-        for k, v in fig.items():
-            print(f"{k:32s} {v}")
+    emit(fig, a.json, indent=2, width=32)
     return 0
