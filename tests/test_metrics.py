@@ -355,3 +355,32 @@ def test_kpi_gauges_come_from_the_kpi_table():
     assert KPI["maker_taker_ratio"].prom_name == "soak_maker_taker_ratio"
     assert (KPI["p95_latency_ms"].prom_name, KPI["p95_latency_ms"].prom_scale) == ("soak_p95_latency_seconds", 1e-3)
     assert KPI["risk_ratio"].prom_name == "soak_risk_ratio" and KPI["net_bps"].prom_name == "soak_net_bps"
+
+
+def test_seed_five_have_soak_prefixed_base_unit_twins(run12, text12):
+    """Item 7 of issue 18: each seed name stays and has a soak_ twin in base units carrying the same data."""
+    smp = samples(text12)
+    assert value(smp, "soak_maker_taker_ratio_hmean", window=8) == value(smp, "maker_taker_ratio_hmean", window=8)
+    assert value(smp, "soak_maker_share_ratio") == pytest.approx(value(smp, "maker_share_pct") / 100)
+    assert value(smp, "soak_partial_freeze_active") == value(smp, "partial_freeze_active")
+    assert value(smp, "soak_delta_nested_miss_paths_total") == value(smp, "delta_nested_miss_paths_total")
+    st = metrics.RunState({})
+    st.add({"iteration": 1, "status": "ok", "summary": {"net_bps": 1.0},
+            "runtime_guards": {"latency_spread_add_bps": 0.5, "partial_freeze_active": True}})
+    one = samples(metrics.exposition(metrics.build_registry(st)[0]).decode())
+    assert value(one, "latency_spread_add_bps") == 0.5
+    assert value(one, "soak_latency_spread_add_ratio") == pytest.approx(0.5e-4)
+    assert value(one, "soak_partial_freeze_active") == 1.0
+    names = {n for n, _lb in smp}
+    assert not any(n.endswith("_bps") or n.endswith("_pct") for n in names if n.startswith("soak_")
+                   and n not in {f"soak_{k}" for k in ("net_bps", "gross_bps", "fees_eff_bps", "slippage_bps",
+                                                       "inventory_bps", "adverse_bps", "adverse_bps_p95",
+                                                       "slippage_bps_p95")})  # KPI gauges keep the KPI's unit
+
+
+def test_one_iterations_counter_counts_iterations_before_a_resume():
+    st = metrics.RunState({"iterations_done": 5, "iterations_planned": 10})  # 5 done before this exporter started
+    st.add({"iteration": 6, "status": "ok", "summary": {"net_bps": 1.0}})
+    smp = samples(metrics.exposition(metrics.build_registry(st)[0]).decode())
+    assert value(smp, "soak_iterations_total") == 5  # max(run.json's 5, 1 seen): run.json not yet rewritten
+    assert not any(n.startswith("soak_iterations_done") for n, _lb in smp)

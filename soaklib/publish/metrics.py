@@ -16,8 +16,11 @@ scrape only turns a few dozen precomputed numbers into families.
 
 Naming: ``soak_*`` in base units (seconds, ratios 0-1), counters end in ``_total``, no label whose
 values grow with the run (the iteration number is a value, never a label). The seed's five keep their
-seed names: ``maker_taker_ratio_hmean{window}``, ``latency_spread_add_bps``, ``partial_freeze_active``,
-``delta_nested_miss_paths_total``, ``maker_share_pct``.
+seed names for compatibility: ``maker_taker_ratio_hmean{window}``, ``latency_spread_add_bps``,
+``partial_freeze_active``, ``delta_nested_miss_paths_total``, ``maker_share_pct``; each has a soak_-prefixed
+twin in base units: ``soak_maker_taker_ratio_hmean{window}``, ``soak_latency_spread_add_ratio``,
+``soak_partial_freeze_active``, ``soak_delta_nested_miss_paths_total``, ``soak_maker_share_ratio``.
+One iterations counter: ``soak_iterations_total`` (done iterations, including those before a resume).
 """
 from __future__ import annotations
 
@@ -277,11 +280,11 @@ class RunState:
             gauge("soak_run_active", "1 while the soak loop is running, 0 once it finished", 1.0 if self.running else 0.0)
         planned = finite(m.get("iterations_planned"))
         gauge("soak_iterations_planned", "iterations the run was started for", planned)
-        counter("soak_iterations", "iterations completed (ok and failed)", self.iterations)
-        counter("soak_failed_iterations", "iterations that failed", self.failed)
         done = finite(m.get("iterations_done"))  # includes iterations before a resume, which a live exporter never saw
         done = max(done or 0.0, float(self.iterations))
-        gauge("soak_iterations_done", "iterations done according to run.json", done)
+        # one counter (soak_iterations_done, a gauge of the same count, is gone): a counter may start above 0
+        counter("soak_iterations", "iterations completed (ok and failed), including those before a resume", done)
+        counter("soak_failed_iterations", "iterations that failed", self.failed)
         if planned:
             gauge("soak_progress_ratio", "done / planned iterations (0-1)", min(1.0, done / planned))
         cur = self.current_iteration if self.current_iteration is not None else self.last_iteration
@@ -324,12 +327,15 @@ class RunState:
         # runtime guards (strategy side) of the last ok iteration
         rg = self.last_runtime_guards
         if rg is not None:
-            gauge("latency_spread_add_bps", "spread added by the latency guard in the last iteration, bps",
-                  finite(rg.get("latency_spread_add_bps")))
+            lsa = finite(rg.get("latency_spread_add_bps"))
+            gauge("latency_spread_add_bps", "spread added by the latency guard in the last iteration, bps", lsa)
+            gauge("soak_latency_spread_add_ratio", "spread added by the latency guard in the last iteration, "
+                  "ratio of price (bps / 10000)", None if lsa is None else lsa / 1e4)
             pfa = rg.get("partial_freeze_active")
             if isinstance(pfa, bool) or finite(pfa) is not None:
-                gauge("partial_freeze_active", "1 if the partial freeze was active at the end of the last iteration",
-                      1.0 if pfa else 0.0)
+                for name in ("partial_freeze_active", "soak_partial_freeze_active"):
+                    gauge(name, "1 if the partial freeze was active at the end of the last iteration",
+                          1.0 if pfa else 0.0)
             gauge("soak_latency_buffer_active_seconds", "time the latency buffer was active in the last iteration",
                   finite(rg.get("latency_buffer_active_s")))
             bools = {k: 1.0 if v else 0.0 for k, v in rg.items() if isinstance(v, bool)}
@@ -373,16 +379,20 @@ class RunState:
                      {k: 1.0 if k in frozen else 0.0 for k in vals})
 
         if self.mt_window:
-            fam = GaugeMetricFamily("maker_taker_ratio_hmean",
-                                    "harmonic mean of maker_taker_ratio over the last ok iterations "
-                                    "(window = iterations used)", labels=["window"])
-            fam.add_metric([str(len(self.mt_window))], harmonic_mean(self.mt_window))
-            out.append(fam)
+            for name in ("maker_taker_ratio_hmean", "soak_maker_taker_ratio_hmean"):
+                fam = GaugeMetricFamily(name, "harmonic mean of maker_taker_ratio over the last ok iterations "
+                                        "(window = iterations used)", labels=["window"])
+                fam.add_metric([str(len(self.mt_window))], harmonic_mean(self.mt_window))
+                out.append(fam)
+        share = self.maker_share_pct()
         gauge("maker_share_pct", "maker share of the last ok iteration's fills in percent (volume first, else count)",
-              self.maker_share_pct())
+              share)
+        gauge("soak_maker_share_ratio", "maker share of the last ok iteration's fills, 0-1 (volume first, else count)",
+              None if share is None else share / 100)
         if self.delta_miss_paths is not None:
-            counter("delta_nested_miss_paths", "applied parameter deltas that did not land in the next iteration "
-                    "(delta verification)", self.delta_miss_paths)
+            for name in ("delta_nested_miss_paths", "soak_delta_nested_miss_paths"):
+                counter(name, "applied parameter deltas that did not land in the next iteration "
+                        "(delta verification)", self.delta_miss_paths)
         if self.gate_verdict is not None:
             labelled(GaugeMetricFamily, "soak_gate_verdict", "gate verdict over the last N ok iterations (one-hot)",
                      "verdict", {v: float(v == self.gate_verdict) for v in GATE_VERDICTS})
