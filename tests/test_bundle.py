@@ -65,7 +65,7 @@ def test_build_contents_and_verify(reported, tmp_path, capsys):
     names = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert set(bundle.REQUIRED) | {"MANIFEST.json"} <= names
     man = _io.read_json(out / "MANIFEST.json")
-    assert man["version"] == "v1.4.0" and man["verdict"] == "PASS"
+    assert man["version"] == "v1.4.0" and "verdict" not in man  # the verdict lives in the hashed GATE.json only
     assert set(man["files"]) == names - {"MANIFEST.json"}
     for rel, meta in man["files"].items():
         assert meta["sha256"] == _io.sha256_file(out / rel)
@@ -73,18 +73,19 @@ def test_build_contents_and_verify(reported, tmp_path, capsys):
     assert (out / bundle.PROFILE).read_bytes() == (reported / "runtime_overrides.json").read_bytes()
     assert _io.read_json(out / bundle.PROFILE)["min_interval_ms"] == 80
     # release facts from the records: 2 params changed after each of iterations 1..4 (clamped by nothing)
-    rel = man["release"]
+    rel = _io.read_json(out / bundle.RELEASE)
+    assert rel["readiness"] == {"state": "READY", "reasons": []} and rel["previous"] is None
     assert rel["applied_iterations"] == [1, 2, 3] and rel["applied_deltas"] == 6
     assert _io.read_json(out / "GATE.json")["verdict"] == "PASS"
     code, stdout, err = run_cli(["bundle", "verify", out], capsys)
-    assert code == 0 and "bundle OK" in stdout
+    assert code == 0 and "bundle OK" in stdout and "gate verdict PASS" in stdout
     # no temp dirs left beside the bundle
     assert [p.name for p in out.parent.iterdir()] == ["v1.4.0"]
 
 
 @pytest.mark.parametrize("victim", ["CHANGELOG.md", "soak_profile.runtime_overrides.json", "POST_SOAK_SNAPSHOT.json"])
 def test_one_changed_byte_fails_verify_naming_file(reported, tmp_path, capsys, victim):
-    out = tmp_path / "b"
+    out = tmp_path / "v1.0.0"
     bundle.build_bundle(reported, out, load_config())
     f = out / victim
     data = bytearray(f.read_bytes())
@@ -97,7 +98,7 @@ def test_one_changed_byte_fails_verify_naming_file(reported, tmp_path, capsys, v
 
 
 def test_verify_catches_missing_extra_and_manifest_edits(reported, tmp_path, capsys):
-    out = tmp_path / "b"
+    out = tmp_path / "v1.0.0"
     bundle.build_bundle(reported, out, load_config())
     (out / "FAILURES.md").unlink()
     (out / "extra.txt").write_text("smuggled\n")
@@ -106,6 +107,8 @@ def test_verify_catches_missing_extra_and_manifest_edits(reported, tmp_path, cap
     # dropping a required file from the manifest is caught too
     man = _io.read_json(out / "MANIFEST.json")
     del man["files"]["rollback_plan.md"]
+    man.pop("manifest_sha256")
+    man["manifest_sha256"] = _io.state_hash(man)  # even with the self-hash redone
     _io.write_json(out / "MANIFEST.json", man)
     res = bundle.verify_bundle(out, raise_on_fail=False)
     assert "rollback_plan.md: required file not listed in the manifest" in res.problems
@@ -128,7 +131,7 @@ def test_failure_while_building_leaves_nothing(reported, tmp_path, monkeypatch):
 
     monkeypatch.setattr(bundle, "_write_doc", flaky)
     parent = tmp_path / "new" / "nested"
-    out = parent / "v2"
+    out = parent / "v2.0.0"
     with pytest.raises(InputError, match="cannot write the bundle: No space left on device"):  # one line
         bundle.build_bundle(reported, out, load_config())
     assert len(calls) == 4
@@ -137,14 +140,14 @@ def test_failure_while_building_leaves_nothing(reported, tmp_path, monkeypatch):
 
 
 def test_failed_force_rebuild_keeps_old_bundle(reported, tmp_path, monkeypatch):
-    out = tmp_path / "b"
+    out = tmp_path / "v1.0.0"
     bundle.build_bundle(reported, out, load_config())
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     monkeypatch.setattr(bundle, "_write_doc", lambda path, text: (_ for _ in ()).throw(OSError("boom")))
     with pytest.raises(InputError, match="boom"):
         bundle.build_bundle(reported, out, load_config(), force=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "runs"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "v1.0.0"]
 
 
 def _changelog_changes(text: str, version: str) -> dict[str, tuple[str, str]]:
@@ -178,55 +181,57 @@ def test_changelog_diff_matches_the_two_profiles(tmp_path, capsys):
     expected = {k: (p1[k], p2[k]) for k in p2 if p1[k] != p2[k]}
     assert set(expected) == {"impact_cap_ratio", "base_spread_bps_delta"}
     text = (b2 / "CHANGELOG.md").read_text()
-    got = _changelog_changes(text, "v1.1.0")
+    got = _changelog_changes(text, "1.1.0")
     assert set(got) == set(expected)
     for k, (a, b) in expected.items():
         assert float(got[k][0]) == pytest.approx(a) and float(got[k][1]) == pytest.approx(b)
     # Keep a Changelog: newest first, the previous release's entry kept below
-    assert text.index("## [v1.1.0]") < text.index("## [v1.0.0]")
-    assert re.search(r"^## \[v1\.1\.0\] - \d{4}-\d{2}-\d{2}$", text, flags=re.M)
+    assert text.index("## [Unreleased]") < text.index("## [1.1.0]") < text.index("## [1.0.0]")
+    assert re.search(r"^## \[1\.1\.0\] - \d{4}-\d{2}-\d{2}$", text, flags=re.M)
+    assert "### Against release v1.0.0" in text  # the previous release's run, KPI by KPI
     # the rollback target is the previous release's profile
     assert _io.read_json(b2 / bundle.PREVIOUS_PROFILE) == p1
     plan = (b2 / "rollback_plan.md").read_text()
-    assert "release v1.0.0" in plan and bundle.PREVIOUS_PROFILE in plan
-    assert _io.read_json(b2 / "MANIFEST.json")["release"]["previous_version"] == "v1.0.0"
+    assert "release v1.0.0" in plan and bundle.PREVIOUS_PROFILE in plan and "git checkout v1.0.0" in plan
+    assert _io.read_json(b2 / bundle.RELEASE)["previous"]["version"] == "v1.0.0"
 
 
 def test_without_previous_diff_is_against_starting_profile(reported, tmp_path):
-    out = tmp_path / "b"
+    out = tmp_path / "v1.0.0"
     bundle.build_bundle(reported, out, load_config())
     start = _io.read_json(reported / "run.json")["profile"]["values"]
     assert _io.read_json(out / bundle.PREVIOUS_PROFILE) == start
-    got = _changelog_changes((out / "CHANGELOG.md").read_text(), "b")
+    got = _changelog_changes((out / "CHANGELOG.md").read_text(), "1.0.0")
     final = _io.read_json(out / bundle.PROFILE)
     assert set(got) == {k for k in final if final[k] != start[k]} == {"min_interval_ms", "impact_cap_ratio"}
 
 
-def test_canary_checklist_phases_derived_from_soak(reported, tmp_path, cfg):
-    out = tmp_path / "b"
+def test_canary_checklist_phases_are_the_gate_goals(reported, tmp_path, cfg):
+    """Every phase: FAIL (roll back) past the hard goal, WARN (hold) past the soft one; the seed's four
+    rollback triggers stay; never this soak's own values."""
+    out = tmp_path / "v1.0.0"
     bundle.build_bundle(reported, out, cfg)
-    snap = _io.read_json(out / "POST_SOAK_SNAPSHOT.json")
-    phases, notes = bundle.canary_phases(cfg, snap)
-    assert not notes
-    last = phases[-1]["thresholds"]
-    assert last["maker_taker_ratio"] == snap["kpi_last_n"]["maker_taker_ratio"]["mean"]
-    assert last["p95_latency_ms"] == snap["kpi_last_n"]["p95_latency_ms"]["max"]
-    assert last["risk_ratio"] == snap["kpi_last_n"]["risk_ratio"]["median"]
-    first = phases[0]["thresholds"]
-    assert 0.70 < first["maker_taker_ratio"] < last["maker_taker_ratio"]  # between trigger and soak
-    assert 500.0 > first["p95_latency_ms"] > last["p95_latency_ms"]
+    phases, notes = bundle.canary_phases(cfg, {"maker_taker_ratio": 0.1})
+    assert not notes and len(phases) == 4
+    for p in phases:
+        for kpi, g in cfg["goals"].items():
+            assert (p["thresholds"][kpi]["hard"], p["thresholds"][kpi]["soft"]) == (g["hard"], g["soft"])
     text = (out / "CANARY_CHECKLIST.md").read_text()
     for t in ("< 0.7 | 5m", "> 500 ms | 3m", "> 0.6 | 2m", "< 0 | 10m"):
         assert t in text
-    assert f"| 4 | 100% | 24h | {last['maker_taker_ratio']:.10g} |" in text
+    assert "| 4 | 100% | 24h | maker_taker_ratio | mean over the phase | < 0.830 | < 0.850 |" in text
+    assert "| risk_ratio | median over the phase | > 0.40 | > 0.36 |" in text
+    snap = _io.read_json(out / "POST_SOAK_SNAPSHOT.json")  # the soak's own 0.88 is nowhere a threshold
+    assert f"{snap['kpi_last_n']['maker_taker_ratio']['mean']:.3f} |" not in text.split("## Phases")[1]
 
 
-def test_bad_soak_value_falls_back_to_trigger(cfg):
-    snap = {"kpi_last_n": {"maker_taker_ratio": {"mean": 0.5}, "p95_latency_ms": {"max": 250.0},
-                           "risk_ratio": {"median": 0.2}, "net_bps": {"mean": 3.0}}}
-    phases, notes = bundle.canary_phases(cfg, snap)
-    assert all(p["thresholds"]["maker_taker_ratio"] == 0.7 for p in phases)
-    assert any("maker_taker_ratio" in n and "past the rollback trigger" in n for n in notes)
+def test_phase_spread_widening_where_configured():
+    cfg = load_config(overrides={"bundle": {"phase_spread_widen": [2.0, 1.0, 0.0, 0.0]}})
+    phases, _n = bundle.canary_phases(cfg, {"maker_taker_ratio": 0.01, "p95_latency_ms": 5.0})
+    mt = [p["thresholds"]["maker_taker_ratio"] for p in phases]
+    assert [m["hard"] for m in mt] == [pytest.approx(0.81), pytest.approx(0.82), 0.83, 0.83]
+    assert [p["thresholds"]["p95_latency_ms"]["soft"] for p in phases] == [340.0, 335.0, 330.0, 330.0]
+    assert phases[0]["thresholds"]["net_bps"]["hard"] == 2.5  # no spread known: the goal
 
 
 def test_untrusted_strings_escaped(tmp_path):
@@ -235,7 +240,7 @@ def test_untrusted_strings_escaped(tmp_path):
     man = _io.read_json(p / "run.json")
     man["profile"]["name"] = "<img src=x onerror=alert(1)>"
     _io.write_json(p / "run.json", man)
-    out = tmp_path / "b"
+    out = tmp_path / "v1.0.0"
     bundle.build_bundle(p, out, load_config())
     plan = (out / "rollback_plan.md").read_text()
     assert "<img" not in plan and "&lt;img" in plan
@@ -245,7 +250,7 @@ def test_untrusted_strings_escaped(tmp_path):
 
 def test_missing_snapshot_exit_2(reported, tmp_path, capsys):
     (reported / "reports/analysis/POST_SOAK_SNAPSHOT.json").unlink()
-    out = tmp_path / "b"
+    out = tmp_path / "v1.0.0"
     code, _o, err = run_cli(["bundle", reported, "--out", out], capsys)
     assert code == 2 and err.count("\n") == 1 and "POST_SOAK_SNAPSHOT.json" in err and "soak report" in err
     assert not out.exists()
@@ -254,7 +259,7 @@ def test_missing_snapshot_exit_2(reported, tmp_path, capsys):
 @pytest.mark.parametrize("content", [b"{\"verdict\": \"PASS\",", b"[1, 2]", b"", b"{\"kpi_last_n\": NaN}"])
 def test_corrupt_snapshot_exit_2(reported, tmp_path, capsys, content):
     (reported / "reports/analysis/POST_SOAK_SNAPSHOT.json").write_bytes(content)
-    out = tmp_path / "b"
+    out = tmp_path / "v1.0.0"
     code, _o, err = run_cli(["bundle", reported, "--out", out], capsys)
     assert code == 2 and err.count("\n") == 1 and "POST_SOAK_SNAPSHOT.json" in err and "Traceback" not in err
     assert not out.exists()
@@ -264,46 +269,47 @@ def test_stale_snapshot_exit_2(reported, tmp_path, capsys):
     snap = _io.read_json(reported / "reports/analysis/POST_SOAK_SNAPSHOT.json")
     snap["iterations_total"] = 8  # written before the run grew to 10 iterations
     _io.write_json(reported / "reports/analysis/POST_SOAK_SNAPSHOT.json", snap)
-    code, _o, err = run_cli(["bundle", reported, "--out", tmp_path / "b"], capsys)
-    assert code == 2 and "stale snapshot" in err and not (tmp_path / "b").exists()
+    code, _o, err = run_cli(["bundle", reported, "--out", tmp_path / "v1.0.0"], capsys)
+    assert code == 2 and "stale snapshot" in err and not (tmp_path / "v1.0.0").exists()
 
 
 def test_missing_report_file_exit_2(reported, tmp_path, capsys):
     (reported / "reports/analysis/DELTA_VERIFY_REPORT.json").unlink()
-    code, _o, err = run_cli(["bundle", reported, "--out", tmp_path / "b"], capsys)
+    code, _o, err = run_cli(["bundle", reported, "--out", tmp_path / "v1.0.0"], capsys)
     assert code == 2 and "DELTA_VERIFY_REPORT.json (written by `soak verify`)" in err
 
 
 def test_existing_out_without_force_exit_2(reported, tmp_path, capsys):
-    out = tmp_path / "b"
+    out = tmp_path / "v1.0.0"
     bundle.build_bundle(reported, out, load_config())
     man = (out / "MANIFEST.json").read_bytes()
     code, _o, err = run_cli(["bundle", reported, "--out", out], capsys)
     assert code == 2 and err.count("\n") == 1 and "--force" in err
     assert (out / "MANIFEST.json").read_bytes() == man
-    code, _o, err = run_cli(["bundle", reported, "--out", out, "--force", "--version", "v9"], capsys)
-    assert code == 0 and _io.read_json(out / "MANIFEST.json")["version"] == "v9"
+    code, _o, err = run_cli(["bundle", reported, "--out", out, "--force", "--version", "v9.0.0"], capsys)
+    assert code == 0 and _io.read_json(out / "MANIFEST.json")["version"] == "v9.0.0"
     # --force never deletes a directory that is not a bundle
     plain = tmp_path / "docs"
     plain.mkdir()
     (plain / "keep.txt").write_text("precious")
-    code, _o, err = run_cli(["bundle", reported, "--out", plain, "--force"], capsys)
+    code, _o, err = run_cli(["bundle", reported, "--out", plain, "--force", "--version", "v1.0.0"], capsys)
     assert code == 2 and (plain / "keep.txt").read_text() == "precious"
 
 
 def test_previous_missing_files_exit_2(reported, tmp_path, capsys):
-    prev = tmp_path / "prev"
+    prev = tmp_path / "v0.9.0"
     bundle.build_bundle(reported, prev, load_config())
     (prev / "soak_profile.runtime_overrides.json").unlink()
-    out = tmp_path / "b"
+    out = tmp_path / "v1.0.0"
     code, _o, err = run_cli(["bundle", reported, "--out", out, "--previous", prev], capsys)
     assert code == 2 and err.count("\n") == 1 and "soak_profile.runtime_overrides.json: missing" in err
     assert not out.exists()
     code, _o, err = run_cli(["bundle", reported, "--out", out, "--previous", tmp_path / "none"], capsys)
-    assert code == 2 and "previous bundle not found" in err
+    assert code == 2 and "--previous is not a release bundle" in err
 
 
-@pytest.mark.parametrize("version", ["v1 beta", "../x", "-v1", "v1\n", "{{ $value }}", ""])
+@pytest.mark.parametrize("version", ["v1 beta", "../x", "-v1", "v1\n", "{{ $value }}", "", "1.5", "v1.5", "v1.4",
+                                     "v01.4.0", "v1.4.0.0", "V1.4.0", "v1.4.0+local", "vx.y.z"])
 def test_bad_version_exit_2(reported, tmp_path, capsys, version):
-    code, _o, err = run_cli(["bundle", reported, "--out", tmp_path / "b", "--version", version], capsys)
-    assert code == 2 and "--version" in err and not (tmp_path / "b").exists()
+    code, _o, err = run_cli(["bundle", reported, "--out", tmp_path / "v1.0.0", "--version", version], capsys)
+    assert code == 2 and "--version" in err and not (tmp_path / "v1.0.0").exists()
