@@ -71,11 +71,13 @@ def test_annotated_tag_carries_kpis(repo, built, capsys):
     assert git(repo, "cat-file", "-t", "v1.4.0").strip() == "tag"
     assert git(repo, "rev-parse", "v1.4.0^{commit}") == git(repo, "rev-parse", "HEAD")
     msg = git(repo, "tag", "-l", "--format=%(contents)", "v1.4.0")
-    man = _io.read_json(built / "MANIFEST.json")
-    assert "Verdict: PASS" in msg
-    for g in man["release"]["gate"]["goals"]:
+    gate, rel = _io.read_json(built / "GATE.json"), _io.read_json(built / bundle.RELEASE)
+    assert msg.splitlines()[0] == "soak-validated release v1.4.0 (READY)"
+    assert "Verdict: PASS" in msg and "Readiness: READY" in msg
+    for g in gate["goals"]:
         assert f"{g['kpi']}: {g['agg']}={g['value']:.4g} (goal {g['op']} {g['hard']:.4g}) {g['status']}" in msg
-    assert f"Applied deltas: {man['release']['applied_deltas']} parameter change(s) in 3 iteration(s)" in msg
+    assert f"Applied deltas: {rel['applied_deltas']} parameter change(s) in 3 iteration(s)" in msg
+    assert str(built) not in msg and "Bundle: " in msg  # no absolute path
     assert "Active guards: none" in msg
     assert _io.sha256_file(built / "MANIFEST.json") in msg
     assert "created annotated tag v1.4.0" in out
@@ -91,10 +93,10 @@ def test_active_guards_in_message(repo, tmp_path, capsys):
                                "frozen_params": ["min_interval_ms"], "cooldown_active": False}
     f.unlink()
     _io.write_json(f, rec)
-    out = tmp_path / "b"
+    out = tmp_path / "v2.0.0"
     bundle.build_bundle(p, out, load_config())
-    assert run_cli(["tag", out, "--tag", "v2", "--repo", repo], capsys)[0] == 0
-    msg = git(repo, "tag", "-l", "--format=%(contents)", "v2")
+    assert run_cli(["tag", out, "--repo", repo], capsys)[0] == 0  # --tag defaults to the bundle's version
+    msg = git(repo, "tag", "-l", "--format=%(contents)", "v2.0.0")
     assert "Active guards: frozen: min_interval_ms; oscillation_detected" in msg
 
 
@@ -124,6 +126,12 @@ def test_dry_run_writes_nothing(repo, built, capsys, tmp_path):
     assert git(repo, "tag", "-l") == tags == ""
 
 
+def test_tag_other_than_the_bundles_version_exit_2(repo, built, capsys):
+    code, _o, err = run_cli(["tag", built, "--tag", "v1.5.0", "--repo", repo], capsys)
+    assert code == 2 and err.count("\n") == 1 and "v1.4.0" in err
+    assert git(repo, "tag", "-l") == ""
+
+
 @pytest.mark.parametrize("name", ["bad..name", "has space", "-leading", "ends.lock", "a~1", "x^y", "q?", "a:b",
                                   "trailing/", "@{u}", ""])
 def test_rejected_tag_name_exit_2(repo, built, capsys, name):
@@ -139,7 +147,7 @@ def test_tampered_bundle_not_tagged(repo, built, tmp_path, capsys):
     shutil.copytree(built, b)
     with open(b / "GATE.json", "a") as f:
         f.write(" ")
-    code, out, err = run_cli(["tag", b, "--tag", "v9", "--repo", repo], capsys)
+    code, out, err = run_cli(["tag", b, "--tag", "v1.4.0", "--repo", repo], capsys)
     assert code == 1 and "GATE.json: content changed" in err
     assert git(repo, "tag", "-l") == ""
 
@@ -147,11 +155,11 @@ def test_tampered_bundle_not_tagged(repo, built, tmp_path, capsys):
 def test_not_a_repo_or_empty_repo_exit_2(built, tmp_path, capsys):
     plain = tmp_path / "plain"
     plain.mkdir()
-    code, _o, err = run_cli(["tag", built, "--tag", "v1", "--repo", plain], capsys)
+    code, _o, err = run_cli(["tag", built, "--tag", "v1.4.0", "--repo", plain], capsys)
     assert code == 2 and "not a git repository" in err
     empty = tmp_path / "empty"
     subprocess.run(["git", "init", "-q", str(empty)], check=True)
-    code, _o, err = run_cli(["tag", built, "--tag", "v1", "--repo", empty], capsys)
+    code, _o, err = run_cli(["tag", built, "--tag", "v1.4.0", "--repo", empty], capsys)
     assert code == 2 and "no commit" in err
 
 
@@ -160,11 +168,11 @@ def test_never_prompts_even_with_editor_and_signing_configured(repo, built):
     git(repo, "config", "core.editor", "sleep 300")
     git(repo, "config", "tag.gpgSign", "true")
     git(repo, "config", "gpg.program", "false")
-    r = subprocess.run([sys.executable, "-m", "soaklib", "tag", str(built), "--tag", "v3", "--repo", str(repo)],
+    r = subprocess.run([sys.executable, "-m", "soaklib", "tag", str(built), "--repo", str(repo)],
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
                        env={**os.environ, "GIT_TERMINAL_PROMPT": "1"})
     assert r.returncode == 0, r.stderr
-    assert git(repo, "cat-file", "-t", "v3").strip() == "tag"
+    assert git(repo, "cat-file", "-t", "v1.4.0").strip() == "tag"
 
 
 @pytest.mark.slow
