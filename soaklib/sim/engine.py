@@ -18,6 +18,19 @@ from soaklib.core.errors import ConfigError
 from soaklib.core.numbers import finite
 from soaklib.core.params import registry
 from soaklib.core.sections import validate_sim_config
+from soaklib.sim.kernels import (
+    GS_CLEAR,
+    GS_COUNT,
+    GS_FROZEN,
+    GS_P95_MAX,
+    GS_SIG,
+    N_GC,
+    N_GS,
+    blocked,
+    guard_tick,
+    other_regime,
+    quote_center,
+)
 from soaklib.sim.layout import (  # noqa: F401 (the compiled loop reads them as globals)
     BROKEN_MID,
     BROKEN_TAKER_PRICE,
@@ -144,23 +157,7 @@ from soaklib.sim.scenario import load_scenario
 
 _INFL = 64  # in-flight slots (== core.sections.MAX_IN_FLIGHT, the bound on params.concurrency_limit.max)
 _RING = 1024  # latency samples kept for the rolling p95
-
-
-@njit(cache=True)
-def _rolling_p95(ring_t, ring_v, n_ring, t, win):
-    tmp = np.empty(n_ring)
-    k = 0
-    for i in range(n_ring):
-        if ring_t[i] <= t and ring_t[i] > t - win:
-            tmp[k] = ring_v[i]
-            k += 1
-    if k < 5:
-        return -1.0
-    s = np.sort(tmp[:k])
-    idx = 0.95 * (k - 1)
-    lo = int(idx)
-    hi = min(lo + 1, k - 1)
-    return s[lo] + (s[hi] - s[lo]) * (idx - lo)
+_BLOCK_ST = (ST_B_OTHER, ST_FREEZE_BLOCKED, ST_B_MI, ST_B_THR, ST_B_CONC)  # kernels.blocked's order
 
 
 @njit(cache=True, inline="always")
@@ -254,10 +251,10 @@ def _loop(seed, dur_ms, P, C, R, SEG, fills, lats, ages, regs, stats):
     next_guard = C[C_GUARD_TICK]
     buf_on = False
     frozen = False
-    sig_since = -1.0
-    clear_since = -1.0
-    freeze_start = 0.0
-    p95_roll_max = 0.0
+    gs = np.zeros(N_GS)  # == kernels.guard_state() (a Python function, not callable here)
+    gs[GS_SIG] = -1.0
+    gs[GS_CLEAR] = -1.0
+    G = C[C_P95_WIN:C_P95_WIN + N_GC]
 
     # accounting
     q = 0.0
@@ -353,19 +350,9 @@ def _loop(seed, dur_ms, P, C, R, SEG, fills, lats, ages, regs, stats):
                 regs[nr, 1] = reg
                 nr += 1
         elif now >= next_switch:
-            mask = int(SEG[si, S_MASK])
-            cnt = 0
-            for k in range(R.shape[0]):
-                if (mask >> k) & 1 and k != reg:
-                    cnt += 1
-            if cnt > 0:
-                pick = int(np.random.random() * cnt)
-                for k in range(R.shape[0]):
-                    if (mask >> k) & 1 and k != reg:
-                        if pick == 0:
-                            reg = k
-                            break
-                        pick -= 1
+            k = other_regime(int(SEG[si, S_MASK]), reg, R.shape[0])
+            if k >= 0:
+                reg = k
                 r_vol, r_drift, r_kappa, r_inf, r_infbps, lam = _regime(R, reg)
                 drift_sign = 1.0 if np.random.random() < 0.5 else -1.0
                 if nr < cap_r:
@@ -499,41 +486,13 @@ def _loop(seed, dur_ms, P, C, R, SEG, fills, lats, ages, regs, stats):
         if now >= next_guard:
             next_guard = now + C[C_GUARD_TICK]
             if C[C_GUARDS_ON] > 0:
-                p95 = _rolling_p95(ring_t, ring_v, min(ring_i, _RING), now, C[C_P95_WIN])
-                if p95 > p95_roll_max:
-                    p95_roll_max = p95
-                buf_on = p95 >= C[C_SOFT] and p95 < C[C_HARD]
-                hard = p95 >= C[C_HARD]
-                if not frozen:
-                    if hard:
-                        if sig_since < 0:
-                            sig_since = now
-                        if now - sig_since >= C[C_OPEN_MS]:
-                            frozen = True
-                            freeze_start = now
-                            clear_since = -1.0
-                            stats[ST_FREEZE_COUNT] += 1
-                    else:
-                        sig_since = -1.0
-                else:
-                    if not hard:
-                        if clear_since < 0:
-                            clear_since = now
-                        if now - clear_since >= C[C_CLOSE_MS] and now - freeze_start >= C[C_MIN_FREEZE]:
-                            frozen = False
-                            sig_since = -1.0
-                    else:
-                        clear_since = -1.0
+                buf_on = guard_tick(gs, G, ring_t, ring_v, min(ring_i, _RING), now)
+                frozen = gs[GS_FROZEN] > 0
 
         # ---- the strategy: one decision per side per market event ----
         tokens = min(tok_cap, tokens + tok_rate * dt)
         hs = hs_base + (add_bps if buf_on else 0.0)
-        sk = gain * q / qlim
-        if sk > md:
-            sk = md
-        elif sk < -md:
-            sk = -md
-        center = mid * (1.0 - sk * hs * 1e-4)
+        center = quote_center(mid, q, qlim, gain, md, hs)
         for j in range(2):
             if j == 0:
                 tgt = math.floor(center * (1.0 - hs * 1e-4) * inv_tick) * tick
@@ -563,18 +522,7 @@ def _loop(seed, dur_ms, P, C, R, SEG, fills, lats, ages, regs, stats):
                     kind = 3  # refresh = cancel + place
             if kind == 0:
                 continue
-            if kind != 1 and frozen:
-                stats[ST_B_OTHER] += 1
-                stats[ST_FREEZE_BLOCKED] += 1
-                continue
-            if now - last_send[j] < mi:
-                stats[ST_B_MI] += 1
-                continue
-            if kind != 1 and tokens < 1.0:
-                stats[ST_B_THR] += 1
-                continue
-            if n_if >= conc or n_if >= _INFL:
-                stats[ST_B_CONC] += 1
+            if blocked(stats, _BLOCK_ST, kind, frozen, now - last_send[j], mi, tokens, n_if >= conc or n_if >= _INFL):
                 continue
             # send
             if kind != 1:
@@ -646,7 +594,8 @@ def _loop(seed, dur_ms, P, C, R, SEG, fills, lats, ages, regs, stats):
     stats[ST_FREEZE_ACTIVE] = 1.0 if frozen else 0.0
     stats[ST_BUF_ACTIVE_END] = 1.0 if buf_on else 0.0
     stats[ST_T_END] = dur_ms if ended else now
-    stats[ST_P95_MAX_ROLL] = p95_roll_max
+    stats[ST_P95_MAX_ROLL] = gs[GS_P95_MAX]
+    stats[ST_FREEZE_COUNT] = gs[GS_COUNT]
     return events
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 P_MIN_INTERVAL, P_REPLACE_RATE, P_SPREAD_DELTA, P_TAIL_AGE, P_IMPACT_CAP, P_MAX_DELTA, P_CONCURRENCY = range(7)
 PARAM_ORDER = ("min_interval_ms", "replace_rate_per_min", "base_spread_bps_delta", "tail_age_ms",
                "impact_cap_ratio", "max_delta_ratio", "concurrency_limit")
-# constants vector
+# constants vector (C_P95_WIN..C_MIN_FREEZE: the guard block of sim.kernels, in its order)
 (C_MID0, C_TICK, C_QLIM, C_REBID_BPS, C_SKEW_GAIN, C_RESCUE_HARD, C_RESCUE_HOLD, C_RESCUE_TARGET,
  C_REBATE_BPS, C_TAKER_FEE_BPS, C_SLIP_BPS, C_MARKOUT_MS, C_LAT_BASE, C_LAT_SIGMA, C_LAT_INFLIGHT,
- C_LAT_RATE, C_RATE_TAU, C_BURST_S, C_GUARD_TICK, C_P95_WIN, C_SOFT, C_HARD, C_ADD_BPS, C_OPEN_MS,
- C_CLOSE_MS, C_MIN_FREEZE, C_BASE_HS, C_GUARDS_ON, C_RISK_SOFT, C_MO_SIZE) = range(30)
+ C_LAT_RATE, C_RATE_TAU, C_BURST_S, C_GUARD_TICK, C_P95_WIN, C_SOFT, C_HARD, C_OPEN_MS,
+ C_CLOSE_MS, C_MIN_FREEZE, C_ADD_BPS, C_BASE_HS, C_GUARDS_ON, C_RISK_SOFT, C_MO_SIZE) = range(30)
 N_CONST = 30
 # regime table columns
 (R_VOL, R_DRIFT, R_JUMP_RATE, R_JUMP_BPS, R_INF_SHARE, R_INF_BPS, R_RATE, R_KAPPA, R_LAT_MULT,

@@ -19,22 +19,7 @@ import numpy as np
 
 from soaklib.core.errors import ConfigError
 from soaklib.core.numbers import finite
-from soaklib.sim.layout import (
-    N_SCOL,
-    S_CRASH_AT,
-    S_CRASH_BPS,
-    S_CRASH_REC,
-    S_CRASH_REC_MS,
-    S_END,
-    S_INIT,
-    S_MASK,
-    S_REJECT,
-    S_SPIKE_DUR,
-    S_SPIKE_MULT,
-    S_SPIKE_RATE,
-    S_START,
-    S_SWITCH,
-)
+from soaklib.sim import layout as L
 
 SEGMENT_KEYS = {
     "duration_s": None, "regimes": None, "switch_rate_per_h": 0.0, "latency_spike_rate_per_h": 0.0,
@@ -118,23 +103,23 @@ class Tables:
             mask = 0
             for r in seg["regimes"]:
                 mask |= 1 << self.regime_names.index(r)
-            row = np.zeros(N_SCOL)
-            row[S_START] = t * 1000.0
-            row[S_END] = (t + span) * 1000.0
-            row[S_MASK] = mask
-            row[S_SWITCH] = seg["switch_rate_per_h"]
-            row[S_SPIKE_RATE] = seg["latency_spike_rate_per_h"]
-            row[S_SPIKE_DUR] = seg["latency_spike_s"] * 1000.0
-            row[S_SPIKE_MULT] = seg["latency_spike_mult"]
-            row[S_REJECT] = seg["reject_prob"]
+            row = np.zeros(L.N_SCOL)
+            row[L.S_START] = t * 1000.0
+            row[L.S_END] = (t + span) * 1000.0
+            row[L.S_MASK] = mask
+            row[L.S_SWITCH] = seg["switch_rate_per_h"]
+            row[L.S_SPIKE_RATE] = seg["latency_spike_rate_per_h"]
+            row[L.S_SPIKE_DUR] = seg["latency_spike_s"] * 1000.0
+            row[L.S_SPIKE_MULT] = seg["latency_spike_mult"]
+            row[L.S_REJECT] = seg["reject_prob"]
             crash = seg["flash_crash_at_s"]
-            row[S_CRASH_AT] = -1.0
+            row[L.S_CRASH_AT] = -1.0
             if crash >= 0 and off <= crash < off + span:
-                row[S_CRASH_AT] = (t + crash - off) * 1000.0
-                row[S_CRASH_BPS] = seg["flash_crash_bps"]
-                row[S_CRASH_REC] = seg["flash_crash_recover"]
-                row[S_CRASH_REC_MS] = seg["flash_crash_recover_s"] * 1000.0
-            row[S_INIT] = self.regime_names.index(seg["regimes"][0])
+                row[L.S_CRASH_AT] = (t + crash - off) * 1000.0
+                row[L.S_CRASH_BPS] = seg["flash_crash_bps"]
+                row[L.S_CRASH_REC] = seg["flash_crash_recover"]
+                row[L.S_CRASH_REC_MS] = seg["flash_crash_recover_s"] * 1000.0
+            row[L.S_INIT] = self.regime_names.index(seg["regimes"][0])
             rows.append(row)
             f = []
             if seg["latency_spike_rate_per_h"] > 0 and seg["latency_spike_mult"] != 1.0:
@@ -142,7 +127,7 @@ class Tables:
                           "duration_s": seg["latency_spike_s"], "mult": seg["latency_spike_mult"]})
             if seg["reject_prob"] > 0:
                 f.append({"kind": "rejects", "prob": seg["reject_prob"]})
-            if row[S_CRASH_AT] >= 0:
+            if row[L.S_CRASH_AT] >= 0:
                 f.append({"kind": "flash_crash", "at_s": round(at0 + t + crash - off, 3),
                           "bps": seg["flash_crash_bps"], "recover": seg["flash_crash_recover"]})
             for x in f:

@@ -37,6 +37,7 @@ from soaklib.core.errors import ConfigError
 from soaklib.core.numbers import finite
 from soaklib.sim import layout as L
 from soaklib.sim.hbt import scenario as S
+from soaklib.sim.kernels import other_regime
 
 GENERATOR_VERSION = "hbt-gen-2"
 T_EPOCH_NS = 1_700_000_000_000_000_000  # absolute time of window 0's start (any fixed epoch)
@@ -125,19 +126,9 @@ def _mid_path(seed, n_grid, dt_ms, SEG, R, x, reg_out, regs, stats):
                 regs[nr, 1] = reg
                 nr += 1
         if tn >= next_switch:
-            mask = int(SEG[si, 2])
-            cnt = 0
-            for j in range(R.shape[0]):
-                if (mask >> j) & 1 and j != reg:
-                    cnt += 1
-            if cnt > 0:
-                pick = int(np.random.random() * cnt)
-                for j in range(R.shape[0]):
-                    if (mask >> j) & 1 and j != reg:
-                        if pick == 0:
-                            reg = j
-                            break
-                        pick -= 1
+            j = other_regime(int(SEG[si, L.S_MASK]), reg, R.shape[0])
+            if j >= 0:
+                reg = j
                 drift_sign = 1.0 if np.random.random() < 0.5 else -1.0
                 if nr < regs.shape[0]:
                     regs[nr, 0] = k + 1

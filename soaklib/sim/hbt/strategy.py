@@ -26,13 +26,26 @@ import math
 import numpy as np
 from numba import njit
 
+from soaklib.sim.kernels import (
+    GS_CLEAR,
+    GS_COUNT,
+    GS_FROZEN,
+    GS_P95_MAX,
+    GS_SIG,
+    N_GC,
+    N_GS,
+    blocked,
+    guard_tick,
+    quote_center,
+)
+
 # params vector (registry order)
 P_MIN_INTERVAL, P_REPLACE_RATE, P_SPREAD_DELTA, P_TAIL_AGE, P_IMPACT_CAP, P_MAX_DELTA, P_CONCURRENCY = range(7)
 PARAM_ORDER = ("min_interval_ms", "replace_rate_per_min", "base_spread_bps_delta", "tail_age_ms",
                "impact_cap_ratio", "max_delta_ratio", "concurrency_limit")
-# constants vector
+# constants vector (C_P95_WIN..C_MIN_FREEZE: the guard block of sim.kernels, in its order)
 (C_STEP_MS, C_QLIM, C_RISK_SOFT, C_REBID_BPS, C_SKEW_GAIN, C_RESCUE_HARD, C_RESCUE_HOLD, C_RESCUE_TARGET,
- C_BASE_HS, C_ADD_BPS, C_SOFT, C_HARD, C_OPEN_MS, C_CLOSE_MS, C_MIN_FREEZE, C_P95_WIN, C_GUARD_TICK,
+ C_BASE_HS, C_ADD_BPS, C_P95_WIN, C_SOFT, C_HARD, C_OPEN_MS, C_CLOSE_MS, C_MIN_FREEZE, C_GUARD_TICK,
  C_GUARDS_ON, C_BURST_S, C_GW_RATE, C_GW_BURST, C_T_END, C_RESCUE_CROSS_BPS) = range(23)
 N_CONST = 23
 # fills: int columns / float columns
@@ -48,25 +61,9 @@ N_STATS = 30
 _SLOTS = 1024   # order table (order_id modulo); in-flight + live orders are far fewer
 _QCAP = 4096    # send-queue ring
 _RING = 1024    # round trips kept for the rolling p95
+_BLOCK_ST = (ST_B_OTHER, ST_FREEZE_BLOCKED, ST_B_MI, ST_B_THR, ST_B_CONC)  # kernels.blocked's order
 NONE_, NEW_, EXPIRED_, FILLED_, CANCELED_, PARTIAL_, REJECTED_ = 0, 1, 2, 3, 4, 5, 6
 GTX_, IOC_, LIMIT_ = 1, 3, 0
-
-
-@njit(cache=True)
-def _rolling_p95(ring_t, ring_v, n_ring, t, win):
-    tmp = np.empty(n_ring)
-    k = 0
-    for i in range(n_ring):
-        if ring_t[i] <= t and ring_t[i] > t - win:
-            tmp[k] = ring_v[i]
-            k += 1
-    if k < 5:
-        return -1.0
-    s = np.sort(tmp[:k])
-    idx = 0.95 * (k - 1)
-    lo = int(idx)
-    hi = min(lo + 1, k - 1)
-    return s[lo] + (s[hi] - s[lo]) * (idx - lo)
 
 
 @njit(cache=True)
@@ -149,10 +146,10 @@ def mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
     rn = 0
     buf_on = False
     frozen = False
-    sig_since = -1.0
-    clear_since = -1.0
-    freeze_start = 0.0
-    p95_roll_max = 0.0
+    gs = np.zeros(N_GS)  # == kernels.guard_state() (a Python function, not callable here)
+    gs[GS_SIG] = -1.0
+    gs[GS_CLEAR] = -1.0
+    G = C[C_P95_WIN:C_P95_WIN + N_GC]
     next_guard = 0.0
     breach_since = np.int64(-1)
     rescue_id = np.uint64(0)
@@ -298,31 +295,8 @@ def mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
         if tms >= next_guard:
             next_guard = tms + C[C_GUARD_TICK]
             if C[C_GUARDS_ON] > 0:
-                p95 = _rolling_p95(ring_t, ring_v, min(ring_i, _RING), tms, C[C_P95_WIN])
-                if p95 > p95_roll_max:
-                    p95_roll_max = p95
-                buf_on = p95 >= C[C_SOFT] and p95 < C[C_HARD]
-                hard = p95 >= C[C_HARD]
-                if not frozen:
-                    if hard:
-                        if sig_since < 0:
-                            sig_since = tms
-                        if tms - sig_since >= C[C_OPEN_MS]:
-                            frozen = True
-                            freeze_start = tms
-                            clear_since = -1.0
-                            stats[ST_FREEZE_COUNT] += 1
-                    else:
-                        sig_since = -1.0
-                else:
-                    if not hard:
-                        if clear_since < 0:
-                            clear_since = tms
-                        if tms - clear_since >= C[C_CLOSE_MS] and tms - freeze_start >= C[C_MIN_FREEZE]:
-                            frozen = False
-                            sig_since = -1.0
-                    else:
-                        clear_since = -1.0
+                buf_on = guard_tick(gs, G, ring_t, ring_v, min(ring_i, _RING), tms)
+                frozen = gs[GS_FROZEN] > 0
         # ---- 4. taker hedge on a hard breach ----
         aq = abs(q)
         if aq >= hard_lim:
@@ -361,12 +335,7 @@ def mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
             breach_since = -1
         # ---- 5. quoting ----
         hs = hs_base + (add_bps if buf_on else 0.0)
-        sk = C[C_SKEW_GAIN] * q / qlim
-        if sk > md:
-            sk = md
-        elif sk < -md:
-            sk = -md
-        center = mid * (1.0 - sk * hs * 1e-4)
+        center = quote_center(mid, q, qlim, C[C_SKEW_GAIN], md, hs)
         for side in range(2):
             if side == 0:
                 tgt = int(math.floor(center * (1.0 - hs * 1e-4) / tick))
@@ -406,18 +375,8 @@ def mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
                 kind = 3
             if kind == 0:
                 continue  # nothing wanted (or the current order is still in flight)
-            if kind != 1 and frozen:
-                stats[ST_B_OTHER] += 1
-                stats[ST_FREEZE_BLOCKED] += 1
-                continue
-            if now - last_send[side] < mi_ns:
-                stats[ST_B_MI] += 1
-                continue
-            if kind != 1 and tokens < 1.0:
-                stats[ST_B_THR] += 1
-                continue
-            if n_queued_new + n_sent_unacked >= conc:
-                stats[ST_B_CONC] += 1
+            if blocked(stats, _BLOCK_ST, kind, frozen, now - last_send[side], mi_ns, tokens,
+                       n_queued_new + n_sent_unacked >= conc):
                 continue
             if q_tail - q_head >= _QCAP - 2:
                 stats[ST_B_OTHER] += 1
@@ -480,7 +439,8 @@ def mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
     stats[ST_NFILL] = nf
     stats[ST_NLAT] = nl
     stats[ST_NAGE] = na
-    stats[ST_P95_MAX_ROLL] = p95_roll_max
+    stats[ST_P95_MAX_ROLL] = gs[GS_P95_MAX]
+    stats[ST_FREEZE_COUNT] = gs[GS_COUNT]
     stats[ST_FREEZE_ACTIVE] = 1.0 if frozen else 0.0
     stats[ST_BUF_ACTIVE_END] = 1.0 if buf_on else 0.0
     stats[ST_POSITION] = hbt.position(0)
