@@ -85,6 +85,45 @@ def _resp_latency(lat_rows, t, rn):
         rn += 1
 
 
+@njit(cache=True, inline="always")
+def _withdraw(oid, sl_sub, sl_drop, sl_cxl, sl_cxl_rel, q_kind, q_id, q_tail):
+    """Withdraw order ``oid``: still in the send queue -> dropped without a message; else its cancel
+    is queued (once). Returns (q_tail, whether this call withdrew it)."""
+    s = int(oid % _SLOTS)
+    if sl_sub[s] == 0:
+        sl_drop[s] = True
+        return q_tail, True
+    if not sl_cxl[s]:
+        sl_cxl[s] = True
+        sl_cxl_rel[s] = False
+        j = q_tail % _QCAP
+        q_kind[j] = 3
+        q_id[j] = oid
+        return q_tail + 1, True
+    return q_tail, False
+
+
+@njit(cache=True, inline="always")
+def _open_slot(oid, side, now, sub, taker, sl_id, sl_side, sl_enq, sl_sub, sl_acked, sl_filled, sl_taker, sl_cxl,
+               sl_cxl_rel, sl_drop, sl_csent, sl_touch):
+    """A fresh order-table slot for ``oid`` (side -1: the taker hedge; ``sub`` its send time, 0 while
+    queued); returns the slot."""
+    s = int(oid % _SLOTS)
+    sl_id[s] = oid
+    sl_side[s] = side
+    sl_enq[s] = now
+    sl_sub[s] = sub
+    sl_acked[s] = False
+    sl_filled[s] = 0.0
+    sl_taker[s] = taker
+    sl_cxl[s] = False
+    sl_cxl_rel[s] = False
+    sl_drop[s] = False
+    sl_csent[s] = False
+    sl_touch[s] = 0.0
+    return s
+
+
 @njit  # not cache=True: hftbacktest's jitclass holds ctypes pointers, so numba cannot cache this (compiled per process)
 def mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
     tick = hbt.depth(0).tick_size
@@ -206,10 +245,11 @@ def mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
                 w = now - sl_enq[s]
                 if w > stats[ST_QUEUE_WAIT_MAX]:
                     stats[ST_QUEUE_WAIT_MAX] = w
+                tif = IOC_ if sl_taker[s] else GTX_
                 if k == 1:
-                    hbt.submit_buy_order(0, oid, q_px[j] * tick, q_qty[j], IOC_ if sl_taker[s] else GTX_, LIMIT_, False)
+                    hbt.submit_buy_order(0, oid, q_px[j] * tick, q_qty[j], tif, LIMIT_, False)
                 else:
-                    hbt.submit_sell_order(0, oid, q_px[j] * tick, q_qty[j], IOC_ if sl_taker[s] else GTX_, LIMIT_, False)
+                    hbt.submit_sell_order(0, oid, q_px[j] * tick, q_qty[j], tif, LIMIT_, False)
                 sl_sub[s] = now
                 n_sent_unacked += 1
         # ---- 2. order scan: acknowledgements and fills ----
@@ -307,17 +347,8 @@ def mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
                 if x >= lot:
                     oid = next_id
                     next_id += np.uint64(1)
-                    s = int(oid % _SLOTS)
-                    sl_id[s] = oid
-                    sl_side[s] = -1
-                    sl_enq[s] = now
-                    sl_sub[s] = now
-                    sl_acked[s] = False
-                    sl_filled[s] = 0.0
-                    sl_taker[s] = True
-                    sl_cxl[s] = False
-                    sl_drop[s] = False
-                    sl_csent[s] = False
+                    s = _open_slot(oid, -1, now, now, True, sl_id, sl_side, sl_enq, sl_sub, sl_acked, sl_filled,
+                                   sl_taker, sl_cxl, sl_cxl_rel, sl_drop, sl_csent, sl_touch)
                     cross = C[C_RESCUE_CROSS_BPS] * 1e-4 * mid / tick
                     if q > 0:
                         sl_touch[s] = bb * tick
@@ -350,17 +381,8 @@ def mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
             oid = cur[side]
             if over:
                 if oid != 0:
-                    s = int(oid % _SLOTS)
-                    if sl_sub[s] == 0:
-                        sl_drop[s] = True  # still queued: withdrawn without a message
-                        stats[ST_CANCEL] += 1
-                    elif not sl_cxl[s]:
-                        sl_cxl[s] = True
-                        sl_cxl_rel[s] = False
-                        j = q_tail % _QCAP
-                        q_kind[j] = 3
-                        q_id[j] = oid
-                        q_tail += 1
+                    q_tail, withdrawn = _withdraw(oid, sl_sub, sl_drop, sl_cxl, sl_cxl_rel, q_kind, q_id, q_tail)
+                    if withdrawn:
                         stats[ST_CANCEL] += 1
                     cur[side] = np.uint64(0)
                     cur_live[side] = False
@@ -384,16 +406,7 @@ def mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
             stats[ST_ALLOWED] += 1
             if kind != 1:
                 tokens -= 1.0
-                s = int(oid % _SLOTS)
-                if sl_sub[s] == 0:
-                    sl_drop[s] = True
-                elif not sl_cxl[s]:
-                    sl_cxl[s] = True
-                    sl_cxl_rel[s] = False
-                    j = q_tail % _QCAP
-                    q_kind[j] = 3
-                    q_id[j] = oid
-                    q_tail += 1
+                q_tail, _ = _withdraw(oid, sl_sub, sl_drop, sl_cxl, sl_cxl_rel, q_kind, q_id, q_tail)
                 stats[ST_CANCEL] += 1
                 if kind == 2:
                     stats[ST_REPLACE] += 1
@@ -403,19 +416,8 @@ def mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
                 stats[ST_PLACE] += 1
             oid = next_id
             next_id += np.uint64(1)
-            s = int(oid % _SLOTS)
-            sl_id[s] = oid
-            sl_side[s] = side
-            sl_enq[s] = now
-            sl_sub[s] = 0
-            sl_acked[s] = False
-            sl_filled[s] = 0.0
-            sl_taker[s] = False
-            sl_cxl[s] = False
-            sl_cxl_rel[s] = False
-            sl_drop[s] = False
-            sl_csent[s] = False
-            sl_touch[s] = 0.0
+            s = _open_slot(oid, side, now, 0, False, sl_id, sl_side, sl_enq, sl_sub, sl_acked, sl_filled,
+                           sl_taker, sl_cxl, sl_cxl_rel, sl_drop, sl_csent, sl_touch)
             j = q_tail % _QCAP
             q_kind[j] = 1 if side == 0 else 2
             q_id[j] = oid
