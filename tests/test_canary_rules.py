@@ -1,5 +1,5 @@
-"""Canary alert rules: the YAML the bundle writes is accepted by promtool, behaves as intended under
-`promtool test rules`, is listed by a real Prometheus, and fires on the exporter's real metrics."""
+"""Canary rules: the YAML the bundle writes is accepted by promtool, its shipped unit tests pass (and fail on a
+wrong threshold), it is listed by a real Prometheus, and fires on the exporter's real metrics."""
 from __future__ import annotations
 
 import json
@@ -17,51 +17,95 @@ from helpers import wait_http as _wait
 
 from soaklib.core import numbers
 from soaklib.core.config import load_config
+from soaklib.core.errors import InputError
 from soaklib.publish import bundle
 from soaklib.store.synthetic import write_synthetic_run
 
-EXPECTED = {  # alert -> (metric, threshold in base units, for in seconds), from the seed's triggers
+EXPECTED = {  # critical alert -> (metric, threshold in base units, for in seconds), from the seed's triggers
     "SoakCanaryMakerTakerLow": ("soak_maker_taker_ratio", "< 0.7", 300),
     "SoakCanaryP95LatencyHigh": ("soak_p95_latency_seconds", "> 0.5", 180),
     "SoakCanaryRiskHigh": ("soak_risk_ratio", "> 0.6", 120),
     "SoakCanaryNetEdgeNegative": ("soak_net_bps", "< 0", 600),
     "SoakCanaryMetricsAbsent": ("absent(soak_maker_taker_ratio)", "", 600),
 }
+WARNING = {  # warning alert -> expr: the gate's hard goals ([goals]), for = [bundle] warning_for
+    "SoakCanaryMakerTakerBelowGoal": "soak:maker_taker_ratio:hmean_30m < 0.83",
+    "SoakCanaryP95LatencyAboveGoal": "soak_p95_latency_seconds > 0.34",
+    "SoakCanaryRiskAboveGoal": "soak_risk_ratio > 0.4",
+    "SoakCanaryNetEdgeBelowGoal": "soak_net_bps < 2.5",
+}
 
 
-def write_rules(tmp: Path, cfg=None, version="v1.0.0") -> Path:
-    p = tmp / "canary_alerts.rules.yml"
-    p.write_text(bundle.alert_rules_yaml(cfg or load_config(), version=version))
+def write_rules(tmp: Path, cfg=None, version="v1.0.0", selector=None, tests=True) -> Path:
+    cfg = cfg or load_config()
+    p = tmp / bundle.RULES
+    p.write_text(bundle.alert_rules_yaml(cfg, version=version, selector=selector))
+    if tests:
+        (tmp / bundle.RULE_TESTS).write_text(bundle.rule_tests_yaml(cfg, version=version, selector=selector))
     return p
 
 
-def test_rules_structure():
-    doc = yaml.safe_load(bundle.alert_rules_yaml(load_config(), version="v1.0.0"))
-    (group,) = doc["groups"]
+def _rules(text: str) -> dict:
+    (group,) = yaml.safe_load(text)["groups"]
     assert group["name"] == bundle.RULE_GROUP
-    rules = {r["alert"]: r for r in group["rules"]}
-    assert set(rules) == set(EXPECTED)
+    return {r.get("alert") or r["record"]: r for r in group["rules"]}
+
+
+def test_rules_structure():
+    rules = _rules(bundle.alert_rules_yaml(load_config(), version="v1.0.0"))
+    assert set(rules) == set(EXPECTED) | set(WARNING) | {"soak:maker_taker_ratio:hmean_30m"}
+    assert rules["soak:maker_taker_ratio:hmean_30m"]["expr"] == \
+        "1 / avg_over_time((1 / soak_maker_taker_ratio)[30m:1m])"
     for name, (metric, cond, _for) in EXPECTED.items():
-        assert rules[name]["expr"] == f"{metric} {cond}".strip()
-        assert rules[name]["labels"]["release"] == "v1.0.0"
+        r = rules[name]
+        assert r["expr"] == f"{metric} {cond}".strip() and r["labels"]["severity"] == "critical"
+        assert r["labels"]["release"] == "v1.0.0"
+        assert set(r["annotations"]) == {"summary", "description", "runbook_url"}
+        assert r["annotations"]["runbook_url"].startswith("CANARY_CHECKLIST.md#")
+    for name, expr in WARNING.items():
+        r = rules[name]
+        assert r["expr"] == expr and r["for"] == "15m"
+        assert r["labels"]["severity"] == "warning" and r["labels"]["action"] == "hold"
+        assert r["annotations"]["runbook_url"] == "CANARY_CHECKLIST.md#phases"
     assert rules["SoakCanaryP95LatencyHigh"]["for"] == "3m"
     assert rules["SoakCanaryNetEdgeNegative"]["for"] == "10m"
+    assert rules["SoakCanaryRiskHigh"]["annotations"]["runbook_url"] == "CANARY_CHECKLIST.md#rollback-triggers"
 
 
-def test_thresholds_follow_config():
-    cfg = load_config(overrides={"canary": {"p95_latency_max_ms": 420.0, "p95_latency_for": "90s"}})
-    rules = {r["alert"]: r for r in yaml.safe_load(bundle.alert_rules_yaml(cfg, version="v2"))["groups"][0]["rules"]}
-    assert rules["SoakCanaryP95LatencyHigh"]["expr"] == "soak_p95_latency_seconds > 0.42"
+def test_thresholds_selector_and_runbook_follow_config():
+    cfg = load_config(overrides={"canary": {"p95_latency_max_ms": 420.0, "p95_latency_for": "90s"},
+                                 "goals": {"risk_ratio": {"hard": 0.45, "soft": 0.4}},
+                                 "bundle": {"warning_for": "7m", "alert_selector": 'job="mm-bot",instance="c1"',
+                                            "runbook_base_url": "https://runbooks.example/rel/"}})
+    rules = _rules(bundle.alert_rules_yaml(cfg, version="v2.0.0"))
+    sel = '{job="mm-bot",instance="c1"}'
+    assert rules["SoakCanaryP95LatencyHigh"]["expr"] == f"soak_p95_latency_seconds{sel} > 0.42"
     assert rules["SoakCanaryP95LatencyHigh"]["for"] == "90s"
+    assert rules["SoakCanaryRiskAboveGoal"]["expr"] == f"soak_risk_ratio{sel} > 0.45"
+    assert rules["SoakCanaryRiskAboveGoal"]["for"] == "7m"
+    assert rules["SoakCanaryMetricsAbsent"]["expr"] == f"absent(soak_maker_taker_ratio{sel})"
+    assert sel in rules["soak:maker_taker_ratio:hmean_30m"]["expr"]
+    assert rules["SoakCanaryRiskHigh"]["annotations"]["runbook_url"] == \
+        "https://runbooks.example/rel/CANARY_CHECKLIST.md#rollback-triggers"
+    # --selector overrides the config's
+    rules = _rules(bundle.alert_rules_yaml(cfg, version="v2.0.0", selector='instance=~"canary-.*"'))
+    assert rules["SoakCanaryRiskHigh"]["expr"] == 'soak_risk_ratio{instance=~"canary-.*"} > 0.6'
+
+
+@pytest.mark.parametrize("sel", ['job=mm-bot', 'job="a" instance="b"', '1job="a"', 'job=="a"', 'job="a', '{job="a"',
+                                 '__name__="x"', 'job="a"}; drop'])
+def test_invalid_selector_refused(sel):
+    with pytest.raises(InputError) as ei:
+        bundle.alert_rules_yaml(load_config(), version="v1.0.0", selector=sel)
+    assert ei.value.field == "--selector"
 
 
 def test_config_strings_cannot_break_the_document():
     nasty = "critical\n      - alert: Injected\n'\"{{ $x }}: #"
     cfg = load_config(overrides={"bundle": {"alert_severity": nasty}})
-    doc = yaml.safe_load(bundle.alert_rules_yaml(cfg, version="v1"))
-    rules = doc["groups"][0]["rules"]
-    assert [r["alert"] for r in rules] == list(EXPECTED)
-    assert {r["labels"]["severity"] for r in rules} == {nasty}
+    rules = _rules(bundle.alert_rules_yaml(cfg, version="v1.0.0"))
+    assert set(rules) == set(EXPECTED) | set(WARNING) | {"soak:maker_taker_ratio:hmean_30m"}
+    assert {rules[a]["labels"]["severity"] for a in EXPECTED} == {nasty}
 
 
 def test_bad_duration_refused():
@@ -92,95 +136,51 @@ def test_one_duration_rule_for_schema_and_bundle():
     assert numbers.duration_seconds("1h30m") == 5400.0 and numbers.duration_seconds("2 minutes") is None
 
 
-@pytest.mark.system
-def test_promtool_check_rules(tmp_path):
-    promtool = require_tool("promtool")
-    rules = write_rules(tmp_path, version="v1.4.0-rc.1+build.7")
-    r = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "SUCCESS: 5 rules found" in r.stdout + r.stderr
+def _promtool(*args, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([require_tool("promtool"), *map(str, args)], capture_output=True, text=True, timeout=120,
+                          cwd=cwd)
 
 
 @pytest.mark.system
-def test_promtool_check_rules_on_built_bundle(tmp_path):
-    """The file inside a real bundle (not only the generator's output) passes promtool."""
-    promtool = require_tool("promtool")
+@pytest.mark.parametrize("selector", [None, 'job="mm-bot",instance="canary-1"', 'job="mm-bot",instance=~"canary-.*"',
+                                      'job="mm-bot",env!="prod"'])
+def test_promtool_check_and_test_rules(tmp_path, selector):
+    """The shipped rules pass `promtool check rules`; the shipped unit tests pass `promtool test rules`:
+    each alert fires just past its threshold and stays silent just inside it."""
+    rules = write_rules(tmp_path, version="v1.4.0-rc.1+build.7", selector=selector)
+    r = _promtool("check", "rules", rules, cwd=tmp_path)
+    assert r.returncode == 0 and "SUCCESS: 10 rules found" in r.stdout + r.stderr, r.stdout + r.stderr
+    tests = yaml.safe_load((tmp_path / bundle.RULE_TESTS).read_text())["tests"]
+    assert len(tests) == 2 * (len(EXPECTED) - 1 + len(WARNING)) + 2
+    r = _promtool("test", "rules", bundle.RULE_TESTS, cwd=tmp_path)
+    assert r.returncode == 0 and "SUCCESS" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+@pytest.mark.system
+@pytest.mark.parametrize("wrong", [("soak_risk_ratio > 0.6", "soak_risk_ratio > 0.65"),
+                                   ("soak_risk_ratio > 0.6", "soak_risk_ratio >= 0.6"),
+                                   ("soak_net_bps < 2.5", "soak_net_bps < 2.4"),
+                                   ("hmean_30m < 0.83", "hmean_30m < 0.84"),
+                                   ("for: 3m", "for: 4m")])
+def test_wrong_threshold_fails_the_shipped_unit_tests(tmp_path, wrong):
+    rules = write_rules(tmp_path)
+    text = rules.read_text()
+    assert wrong[0] in text
+    rules.write_text(text.replace(wrong[0], wrong[1], 1))
+    assert _promtool("check", "rules", rules, cwd=tmp_path).returncode == 0  # still valid rules
+    r = _promtool("test", "rules", bundle.RULE_TESTS, cwd=tmp_path)
+    assert r.returncode != 0, r.stdout + r.stderr
+
+
+@pytest.mark.system
+def test_promtool_on_built_bundle(tmp_path):
+    """The files inside a real bundle (not only the generators' output) pass promtool."""
     from test_bundle import make_reported_run
 
-    out = tmp_path / "b"
+    out = tmp_path / "v1.0.0"
     bundle.build_bundle(make_reported_run(tmp_path / "runs"), out, load_config())
-    r = subprocess.run([promtool, "check", "rules", str(out / bundle.RULES)], capture_output=True, text=True,
-                       timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
-
-
-def _labels(alert, action):
-    return {"severity": "critical", "action": action, "release": "v1.0.0", "job": "bot"}
-
-
-@pytest.mark.system
-def test_promtool_unit_tests_for_durations_and_units(tmp_path):
-    """promtool's rule unit tests: each trigger fires only after its `for:` and only past its threshold."""
-    promtool = require_tool("promtool")
-    rules = write_rules(tmp_path)
-
-    def series(name, values):
-        return {"series": f'{name}{{job="bot"}}', "values": values}
-
-    # 1m resolution, 12 samples. p95 crosses 500 ms at t=2m (0.501 s); 500 ms exactly never fires.
-    # maker/taker drops below 0.7 at t=1m; risk exactly 0.6 never fires, 0.61 from t=4m; net < 0 from t=0.
-    inputs = [
-        series("soak_p95_latency_seconds", "0.45 0.5 0.501 0.501 0.501 0.501 0.501 0.501 0.501 0.501 0.501 0.501"),
-        series("soak_maker_taker_ratio", "0.8 0.69 0.69 0.69 0.69 0.69 0.69 0.69 0.69 0.69 0.69 0.69"),
-        series("soak_risk_ratio", "0.6 0.6 0.6 0.6 0.61 0.61 0.61 0.61 0.61 0.61 0.61 0.61"),
-        series("soak_net_bps", "-0.1 -0.1 -0.1 -0.1 -0.1 -0.1 -0.1 -0.1 -0.1 -0.1 -0.1 -0.1"),
-    ]
-    cases = [
-        ("SoakCanaryP95LatencyHigh", "4m", False), ("SoakCanaryP95LatencyHigh", "5m", True),
-        ("SoakCanaryMakerTakerLow", "5m", False), ("SoakCanaryMakerTakerLow", "6m", True),
-        ("SoakCanaryRiskHigh", "5m", False), ("SoakCanaryRiskHigh", "6m", True),
-        ("SoakCanaryNetEdgeNegative", "9m", False), ("SoakCanaryNetEdgeNegative", "10m", True),
-        ("SoakCanaryMetricsAbsent", "11m", False),
-    ]
-    actions = {"SoakCanaryRiskHigh": "full_rollback", "SoakCanaryMetricsAbsent": "investigate"}
-    values = {"SoakCanaryP95LatencyHigh": "0.501", "SoakCanaryMakerTakerLow": "0.69",
-              "SoakCanaryRiskHigh": "0.61", "SoakCanaryNetEdgeNegative": "-0.1"}
-    tests = []
-    for alert, t, fired in cases:
-        exp = []
-        if fired:
-            rule = next(r for r in yaml.safe_load(rules.read_text())["groups"][0]["rules"] if r["alert"] == alert)
-            ann = {k: v.replace("{{ $value }}", values[alert]) for k, v in rule["annotations"].items()}
-            exp = [{"exp_labels": _labels(alert, actions.get(alert, "quick_rollback")), "exp_annotations": ann}]
-        tests.append({"eval_time": t, "alertname": alert, "exp_alerts": exp})
-    test_file = tmp_path / "rules_test.yml"
-    test_file.write_text(json.dumps({  # JSON is YAML
-        "rule_files": [rules.name], "evaluation_interval": "1m",
-        "tests": [{"interval": "1m", "input_series": inputs, "alert_rule_test": tests}]}))
-    r = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True, timeout=60,
-                       cwd=tmp_path)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "SUCCESS" in r.stdout + r.stderr
-
-
-@pytest.mark.system
-def test_promtool_absent_rule_fires_without_data(tmp_path):
-    promtool = require_tool("promtool")
-    rules = write_rules(tmp_path)
-    test_file = tmp_path / "absent_test.yml"
-    test_file.write_text(json.dumps({
-        "rule_files": [rules.name], "evaluation_interval": "1m",
-        "tests": [{"interval": "1m", "input_series": [{"series": 'soak_net_bps{job="bot"}', "values": "3x15"}],
-                   "alert_rule_test": [
-                       {"eval_time": "9m", "alertname": "SoakCanaryMetricsAbsent", "exp_alerts": []},
-                       {"eval_time": "10m", "alertname": "SoakCanaryMetricsAbsent", "exp_alerts": [{
-                           "exp_labels": {"severity": "critical", "action": "investigate", "release": "v1.0.0"},
-                           "exp_annotations": {
-                               "summary": "no soak_* canary metrics: the canary cannot be judged",
-                               "description": "No data is not a pass: check the exporter before continuing "
-                                              "the rollout."}}]}]}]}))
-    r = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True, timeout=60,
-                       cwd=tmp_path)
+    assert _promtool("check", "rules", bundle.RULES, cwd=out).returncode == 0
+    r = _promtool("test", "rules", bundle.RULE_TESTS, cwd=out)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -218,7 +218,7 @@ def _start_prometheus(tmp: Path, rules: Path, targets: list[str]) -> tuple[subpr
 
 @pytest.mark.system
 def test_real_prometheus_lists_the_alerts(tmp_path):
-    rules = write_rules(tmp_path)
+    rules = write_rules(tmp_path, tests=False)
     proc, port = _start_prometheus(tmp_path, rules, [])
     try:
         body = _get_json(f"http://127.0.0.1:{port}/api/v1/rules?type=alert")
@@ -228,7 +228,7 @@ def test_real_prometheus_lists_the_alerts(tmp_path):
     (group,) = body["data"]["groups"]
     assert group["name"] == bundle.RULE_GROUP and group["file"] == str(rules)
     got = {r["name"]: r for r in group["rules"]}
-    assert set(got) == set(EXPECTED)
+    assert set(got) == set(EXPECTED) | set(WARNING)
     for name, (metric, cond, for_s) in EXPECTED.items():
         r = got[name]
         assert r["type"] == "alerting" and r["health"] in ("ok", "unknown")
@@ -245,7 +245,7 @@ def test_alerts_fire_on_the_exporters_metrics(tmp_path):
     bad = {"maker_taker_ratio": 0.6, "p95_latency_ms": 500.0, "risk_ratio": 0.7, "net_bps": -1.0}
     run = write_synthetic_run(tmp_path / "runs", 4, kpis=bad)
     fast = {k: "1s" for k in ("maker_taker_for", "p95_latency_for", "risk_for", "net_bps_for")}
-    rules = write_rules(tmp_path, load_config(overrides={"canary": fast}))
+    rules = write_rules(tmp_path, load_config(overrides={"canary": fast}), tests=False)
     mport = free_port()
     srv = subprocess.Popen([sys.executable, "-m", "soaklib", "metrics", str(run), "--serve",
                             f"127.0.0.1:{mport}", "--serve-seconds", "90"],

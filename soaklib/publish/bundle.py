@@ -374,31 +374,48 @@ def rule_tests_yaml(cfg: Mapping[str, Any], *, version: str, selector: str | Non
     by_name = {r["alert"]: r for r in rules if "alert" in r}
     tests = []
 
-    def case(name: str, series: list[dict], alertname: str, eval_min: int, fires: bool) -> None:
+    def case(name: str, series: list[dict], alertname: str, checks: list[tuple[int, bool]]) -> None:
         r = by_name[alertname]
-        exp = [{"exp_labels": {**labels, **r["labels"]}, "exp_annotations": dict(r["annotations"])}] if fires else []
+        # absent() carries only the selector's equality labels; other alerts carry the series' labels
+        own = {k: v for k, op, v in matchers if op == "="} if alertname == ABSENT_ALERT else labels
+        exp = [{"exp_labels": {**own, **r["labels"]}, "exp_annotations": dict(r["annotations"])}]
         tests.append({"name": name, "interval": "1m", "input_series": series,
-                      "alert_rule_test": [{"eval_time": f"{eval_min}m", "alertname": alertname, "exp_alerts": exp}]})
+                      "alert_rule_test": [{"eval_time": f"{m}m", "alertname": alertname,
+                                           "exp_alerts": exp if fires else []} for m, fires in checks]})
 
     def values(v: float, n: int) -> str:
         return f"{_num(v)}+0x{n}"
 
+    def timing(for_: str) -> tuple[int, list[tuple[int, bool]]]:
+        """Minutes to feed, and checks of a condition true from t=0: pending one minute before `for:`,
+        firing at it (so a changed `for:` fails too); non-whole minutes: firing at the next minute."""
+        s = duration_seconds(for_)
+        m = math.ceil(s / 60)
+        checks = ([(m - 1, False)] if s % 60 == 0 and m >= 1 else []) + [(m, True)]
+        return m + 3, checks
+
     for t in canary_triggers(cfg) + goal_alerts(cfg):
         th = t["threshold_base"]
         eps = 1e-3 * max(1.0, abs(th))
-        past, inside = (th - eps, th + eps) if t["op"] in ("<", "<=") else (th + eps, th - eps)
-        # the recorded hmean series comes from the raw ratio: feed the raw series
-        metric = "soak_maker_taker_ratio" if t["metric"].startswith("soak:") else t["metric"]
-        ev = math.ceil(duration_seconds(t["for"]) / 60) + 2
-        n = ev + 2
-        for label, v, fires in (("just past", past, True), ("just inside", inside, False)):
-            case(f"{t['alert']}: {t['kpi']} {label} {_num(th)} ({_num(v)})",
-                 [{"series": _series(metric, labels), "values": values(v, n)}], t["alert"], ev, fires)
-    ev = math.ceil(duration_seconds(cfg["bundle"]["absent_for"]) / 60) + 2
+        past = th - eps if t["op"] in ("<", "<=") else th + eps
+        recorded = t["metric"].startswith("soak:")
+        # a raw gauge is checked exactly at its threshold (which catches < vs <=); the recorded harmonic
+        # mean goes through 1/x twice, so it is checked a hair inside instead
+        inside = (th + eps if t["op"] in ("<", "<=") else th - eps) if recorded else th
+        if t["op"] in ("<=", ">="):
+            inside = th + eps if t["op"] == "<=" else th - eps
+        metric = "soak_maker_taker_ratio" if recorded else t["metric"]  # the recording rule reads the raw ratio
+        n, checks = timing(t["for"])
+        case(f"{t['alert']}: {t['kpi']} just past {_num(th)} ({_num(past)})",
+             [{"series": _series(metric, labels), "values": values(past, n)}], t["alert"], checks)
+        case(f"{t['alert']}: {t['kpi']} just inside {_num(th)} ({_num(inside)})",
+             [{"series": _series(metric, labels), "values": values(inside, n)}], t["alert"], [(checks[-1][0], False)])
+    n, checks = timing(cfg["bundle"]["absent_for"])
     case(f"{ABSENT_ALERT}: no soak_maker_taker_ratio", [{"series": _series("soak_risk_ratio", labels),
-                                                          "values": values(0.1, ev + 2)}], ABSENT_ALERT, ev, True)
+                                                          "values": values(0.1, n)}], ABSENT_ALERT, checks)
     case(f"{ABSENT_ALERT}: soak_maker_taker_ratio present", [{"series": _series("soak_maker_taker_ratio", labels),
-                                                               "values": values(0.9, ev + 2)}], ABSENT_ALERT, ev, False)
+                                                               "values": values(0.9, n)}], ABSENT_ALERT,
+         [(checks[-1][0], False)])
     header = [f"Unit tests of {RULES} (release {version}): promtool test rules {RULE_TESTS}",
               "Each alert fires with its metric just past its threshold and stays silent just inside it."]
     doc = {"rule_files": [RULES], "evaluation_interval": "1m", "tests": tests}
