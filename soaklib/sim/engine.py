@@ -30,6 +30,7 @@ from soaklib.sim.kernels import (
     guard_tick,
     other_regime,
     quote_center,
+    strategy_constants,
 )
 from soaklib.sim.layout import (  # noqa: F401 (the compiled loop reads them as globals)
     BROKEN_MID,
@@ -625,40 +626,20 @@ def _pct(a: np.ndarray, q: float, nd: int = 6) -> float | None:
     return _r(np.percentile(a, q), nd) if a.size else None
 
 
+# indices of kernels.STRATEGY_CONFIG in this engine's constants vector
+_STRATEGY_AT = (C_QLIM, C_RISK_SOFT, C_REBID_BPS, C_SKEW_GAIN, C_RESCUE_HARD, C_RESCUE_HOLD, C_RESCUE_TARGET,
+                C_BURST_S, C_GUARD_TICK, C_GUARDS_ON, C_ADD_BPS, C_P95_WIN, C_SOFT, C_HARD, C_OPEN_MS, C_CLOSE_MS,
+                C_MIN_FREEZE)
+
+
 def _constants(cfg: dict, market: dict) -> np.ndarray:
-    s, g = cfg["sim"], cfg["runtime_guards"]
-    C = np.zeros(N_CONST)
-    C[C_MID0] = s["mid0"]
-    C[C_TICK] = s["tick"]
-    C[C_QLIM] = s["inventory_limit"]
-    C[C_REBID_BPS] = s["rebid_threshold_bps"]
-    C[C_SKEW_GAIN] = s["skew_gain"]
-    C[C_RESCUE_HARD] = s["rescue_hard_ratio"]
-    C[C_RESCUE_HOLD] = s["rescue_hold_ms"]
-    C[C_RESCUE_TARGET] = s["rescue_target_ratio"]
-    C[C_REBATE_BPS] = s["maker_rebate_bps"]
-    C[C_TAKER_FEE_BPS] = s["taker_fee_bps"]
-    C[C_SLIP_BPS] = s["rescue_slippage_bps"]
-    C[C_MARKOUT_MS] = s["markout_ms"]
-    C[C_LAT_BASE] = market["latency_base_ms"]
-    C[C_LAT_SIGMA] = s["latency_sigma"]
-    C[C_LAT_INFLIGHT] = s["latency_inflight_ms"]
-    C[C_LAT_RATE] = s["latency_rate_ms"]
-    C[C_RATE_TAU] = s["rate_tau_ms"]
-    C[C_BURST_S] = s["token_burst_s"]
-    C[C_GUARD_TICK] = s["guard_tick_ms"]
-    C[C_P95_WIN] = g["p95_window_ms"]
-    C[C_SOFT] = g["latency_soft_ms"]
-    C[C_HARD] = g["latency_hard_ms"]
-    C[C_ADD_BPS] = g["latency_spread_add_bps"]
-    C[C_OPEN_MS] = g["freeze_open_after_ms"]
-    C[C_CLOSE_MS] = g["freeze_close_after_ms"]
-    C[C_MIN_FREEZE] = g["freeze_min_duration_ms"]
-    C[C_BASE_HS] = market["base_half_spread_bps"]
-    C[C_GUARDS_ON] = 1.0 if s["runtime_guards"] else 0.0
-    C[C_RISK_SOFT] = s["risk_soft_ratio"]
-    C[C_MO_SIZE] = s["market_order_size_ratio"]
-    return C
+    s = cfg["sim"]
+    return strategy_constants(N_CONST, _STRATEGY_AT, cfg, {
+        C_MID0: s["mid0"], C_TICK: s["tick"], C_REBATE_BPS: s["maker_rebate_bps"], C_TAKER_FEE_BPS: s["taker_fee_bps"],
+        C_SLIP_BPS: s["rescue_slippage_bps"], C_MARKOUT_MS: s["markout_ms"], C_LAT_SIGMA: s["latency_sigma"],
+        C_LAT_INFLIGHT: s["latency_inflight_ms"], C_LAT_RATE: s["latency_rate_ms"], C_RATE_TAU: s["rate_tau_ms"],
+        C_MO_SIZE: s["market_order_size_ratio"], C_LAT_BASE: market["latency_base_ms"],
+        C_BASE_HS: market["base_half_spread_bps"]})
 
 
 def _r(x: float, nd: int = 6) -> float:

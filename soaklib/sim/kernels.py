@@ -130,3 +130,28 @@ def other_regime(mask, reg, n_regimes):
                 return k
             pick -= 1
     return -1
+
+
+# (section, key) of the strategy constants both engines take from the config, in this order; each
+# engine lists the indices of its constants vector for them (``strategy_constants``)
+STRATEGY_CONFIG = (
+    ("sim", "inventory_limit"), ("sim", "risk_soft_ratio"), ("sim", "rebid_threshold_bps"), ("sim", "skew_gain"),
+    ("sim", "rescue_hard_ratio"), ("sim", "rescue_hold_ms"), ("sim", "rescue_target_ratio"),
+    ("sim", "token_burst_s"), ("sim", "guard_tick_ms"), ("sim", "runtime_guards"),
+    ("runtime_guards", "latency_spread_add_bps"), ("runtime_guards", "p95_window_ms"),
+    ("runtime_guards", "latency_soft_ms"), ("runtime_guards", "latency_hard_ms"),
+    ("runtime_guards", "freeze_open_after_ms"), ("runtime_guards", "freeze_close_after_ms"),
+    ("runtime_guards", "freeze_min_duration_ms"),
+)
+
+
+def strategy_constants(n: int, at: tuple[int, ...], cfg, own: dict[int, float]) -> np.ndarray:
+    """An engine's constants vector (length ``n``): the ``STRATEGY_CONFIG`` values at indices ``at``
+    (a flag as 1.0/0.0) and the engine's own constants ``own`` (index -> value)."""
+    C = np.zeros(n)
+    for i, (section, key) in zip(at, STRATEGY_CONFIG, strict=True):
+        v = cfg[section][key]
+        C[i] = (1.0 if v else 0.0) if isinstance(v, bool) else v
+    for i, v in own.items():
+        C[i] = v
+    return C

@@ -10,8 +10,9 @@ Public API: ``simulate`` (same signature and ``SimResult`` as ``soaklib.sim.simu
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

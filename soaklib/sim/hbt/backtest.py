@@ -13,7 +13,8 @@ token burst, guard tick) and ``[runtime_guards]``.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from hftbacktest import BacktestAsset, HashMapMarketDepthBacktest
@@ -24,6 +25,7 @@ from soaklib.core.params import registry
 from soaklib.core.sections import check_section, validate_sim_config
 from soaklib.sim.hbt import strategy as ST
 from soaklib.sim.hbt.generator import Market
+from soaklib.sim.kernels import strategy_constants
 from soaklib.sim.result import SimResult
 
 
@@ -67,36 +69,22 @@ def make_backtest(market: Market, cfg: Mapping[str, Any]) -> HashMapMarketDepthB
     return HashMapMarketDepthBacktest([make_asset(market, cfg)])
 
 
+# indices of kernels.STRATEGY_CONFIG in the strategy's constants vector
+_STRATEGY_AT = (ST.C_QLIM, ST.C_RISK_SOFT, ST.C_REBID_BPS, ST.C_SKEW_GAIN, ST.C_RESCUE_HARD, ST.C_RESCUE_HOLD,
+                ST.C_RESCUE_TARGET, ST.C_BURST_S, ST.C_GUARD_TICK, ST.C_GUARDS_ON, ST.C_ADD_BPS, ST.C_P95_WIN,
+                ST.C_SOFT, ST.C_HARD, ST.C_OPEN_MS, ST.C_CLOSE_MS, ST.C_MIN_FREEZE)
+
+
 def strategy_inputs(params: Mapping[str, Any], market: Market, cfg: Mapping[str, Any], scale: int = 1):
     """(flat, P, C, lat_rows, fills_i, fills_f, lats, ages, stats) for ``mm_strategy``; ``scale``
     multiplies the output buffers."""
     flat = effective_params(params, cfg)
     P = np.array([float(flat[n]) for n in ST.PARAM_ORDER])
-    h, s, g = cfg["hbt"], cfg["sim"], cfg["runtime_guards"]
-    C = np.zeros(ST.N_CONST)
-    C[ST.C_STEP_MS] = h["decision_step_ms"]
-    C[ST.C_QLIM] = s["inventory_limit"]
-    C[ST.C_RISK_SOFT] = s["risk_soft_ratio"]
-    C[ST.C_REBID_BPS] = s["rebid_threshold_bps"]
-    C[ST.C_SKEW_GAIN] = s["skew_gain"]
-    C[ST.C_RESCUE_HARD] = s["rescue_hard_ratio"]
-    C[ST.C_RESCUE_HOLD] = s["rescue_hold_ms"]
-    C[ST.C_RESCUE_TARGET] = s["rescue_target_ratio"]
-    C[ST.C_RESCUE_CROSS_BPS] = h["rescue_cross_bps"]
-    C[ST.C_BASE_HS] = market.meta["base_half_spread_bps"]
-    C[ST.C_ADD_BPS] = g["latency_spread_add_bps"]
-    C[ST.C_SOFT] = g["latency_soft_ms"]
-    C[ST.C_HARD] = g["latency_hard_ms"]
-    C[ST.C_OPEN_MS] = g["freeze_open_after_ms"]
-    C[ST.C_CLOSE_MS] = g["freeze_close_after_ms"]
-    C[ST.C_MIN_FREEZE] = g["freeze_min_duration_ms"]
-    C[ST.C_P95_WIN] = g["p95_window_ms"]
-    C[ST.C_GUARD_TICK] = s["guard_tick_ms"]
-    C[ST.C_GUARDS_ON] = 1.0 if s["runtime_guards"] else 0.0
-    C[ST.C_BURST_S] = s["token_burst_s"]
-    C[ST.C_GW_RATE] = h["gateway_rate_per_s"]
-    C[ST.C_GW_BURST] = h["gateway_burst"]
-    C[ST.C_T_END] = float(market.t_end_ns)
+    h = cfg["hbt"]
+    C = strategy_constants(ST.N_CONST, _STRATEGY_AT, cfg, {
+        ST.C_STEP_MS: h["decision_step_ms"], ST.C_RESCUE_CROSS_BPS: h["rescue_cross_bps"],
+        ST.C_GW_RATE: h["gateway_rate_per_s"], ST.C_GW_BURST: h["gateway_burst"],
+        ST.C_BASE_HS: market.meta["base_half_spread_bps"], ST.C_T_END: float(market.t_end_ns)})
     lat = market.latency
     lat_rows = np.stack([lat["req_ts"], lat["exch_ts"], lat["resp_ts"]], axis=1).astype(np.int64)
     dur = market.meta["duration_s"]
@@ -158,7 +146,8 @@ def derive(params: Mapping[str, Any], market: Market, cfg: Mapping[str, Any]) ->
     flat, C, fi, ff, lats, ages, st, end = run_raw(params, market, cfg)
     nf = int(st[ST.ST_NFILL])
     F_i, F = fi[:nf], ff[:nf]
-    side, maker, p, x, touch = F[:, ST.FF_SIDE], F[:, ST.FF_MAKER] > 0, F[:, ST.FF_PRICE], F[:, ST.FF_QTY], F[:, ST.FF_TOUCH]
+    side, maker, touch = F[:, ST.FF_SIDE], F[:, ST.FF_MAKER] > 0, F[:, ST.FF_TOUCH]
+    p, x = F[:, ST.FF_PRICE], F[:, ST.FF_QTY]
     t = F_i[:, ST.FI_EXCH_TS]
     m = _mid_at(market, t)
     M = float(market.grid_mid[-1])
