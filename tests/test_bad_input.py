@@ -256,7 +256,7 @@ def test_untrusted_strings_escaped_in_report_and_bundle(tmp_path, capsys):
     """Every Markdown/HTML output of `soak report`, `soak verify` and `soak bundle` over a seed run whose
     profile, symbol and notes are an HTML payload: shown escaped, never raw."""
     d = _evil_window_run(tmp_path)
-    for args in (["report", str(d)], ["verify", str(d)], ["bundle", str(d), "--out", str(tmp_path / "bundle")]):
+    for args in (["report", str(d)], ["verify", str(d)], ["bundle", str(d), "--out", str(tmp_path / "bundle"), "--version", "v1.0.0"]):
         rc, out, err = soak(capsys, *args)
         assert rc == 0, (args, out + err)
     outputs = [p for p in list((d / "reports").rglob("*")) + list((tmp_path / "bundle").rglob("*"))

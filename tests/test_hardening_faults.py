@@ -85,7 +85,7 @@ def test_bundle_disk_full_is_one_line_and_leaves_nothing(tmp_path, capsys, monke
 def test_bundle_parent_is_a_file_is_one_line(tmp_path, capsys):
     run = make_reported_run(tmp_path / "runs", params=ramp)
     (tmp_path / "afile").write_text("x")
-    code, _o, err = run_cli(["bundle", run, "--out", tmp_path / "afile" / "v1"], capsys)
+    code, _o, err = run_cli(["bundle", run, "--out", tmp_path / "afile" / "v1.0.0"], capsys)
     assert code == 2 and "afile" in _one_error_line(err)
 
 
