@@ -323,7 +323,8 @@ def _rules(cfg: Mapping[str, Any], version: str, selector: str | None) -> tuple[
         msel = "" if t["metric"].startswith("soak:") else sel  # the recorded series already carries the selection
         rules.append(alert(t["alert"], f"{t['metric']}{msel} {t['op']} {_num(t['threshold_base'])}", t["for"],
                            "warning", "hold",
-                           f"Canary {t['kpi']} misses the gate's hard goal ({t['goal_op']} {_num(t['threshold'])}{unit}) "
+                           f"Canary {t['kpi']} misses the gate's hard goal "
+                           f"({t['goal_op']} {_num(t['threshold'])}{unit}) "
                            f"for {t['for']}",
                            f"{t['metric']} {t['op']} {_num(t['threshold_base'])} for {t['for']}: hold the rollout of "
                            f"release {version}; the phase fails if its {t['agg']} stays there.", ANCHOR_PHASES))
@@ -485,7 +486,8 @@ def _kpi_rows(snapshot: Mapping[str, Any], gate_d: Mapping[str, Any]) -> list[di
     rows = []
     for k in list(goals) + [k for k in stats if k not in goals]:
         st = stats.get(k)
-        rows.append({"kpi": k, "goal": goals.get(k), "stats": st if isinstance(st, Mapping) else {}, "fmt": _kpi_fmt(k)})
+        rows.append({"kpi": k, "goal": goals.get(k), "stats": st if isinstance(st, Mapping) else {},
+                     "fmt": _kpi_fmt(k)})
     return rows
 
 
@@ -499,7 +501,8 @@ def _compare_rows(gate_d: Mapping[str, Any], prev_gate: Mapping[str, Any] | None
         p = prev.get(g["kpi"]) or {}
         a, b = finite(p.get("value")), finite(g.get("value"))
         rows.append({"kpi": g["kpi"], "agg": g["agg"], "prev": a, "prev_status": p.get("status", "n/a"), "new": b,
-                     "status": g["status"], "change": None if a is None or b is None else b - a, "fmt": _kpi_fmt(g["kpi"])})
+                     "status": g["status"], "change": None if a is None or b is None else b - a,
+                     "fmt": _kpi_fmt(g["kpi"])})
     return rows
 
 
@@ -740,7 +743,8 @@ def build_bundle(run_path: str | os.PathLike | Run, out: str | os.PathLike, cfg:
         found, skipped = find_previous(out, ver, cfg)
         notes += skipped
         if found is not None:
-            said = f"previous release: {display_path(found)} (the newest bundle beside --out; pass --previous to choose)"
+            said = (f"previous release: {display_path(found)} (the newest bundle beside --out; "
+                    "pass --previous to choose)")
         else:
             said = (f"first release: no earlier bundle beside {display_path(out)}; CHANGELOG starts here and the "
                     "rollback target is the soak's starting profile")

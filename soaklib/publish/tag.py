@@ -3,7 +3,8 @@
 The message carries the gate verdict (read from the verified GATE.json only), the readiness and
 release facts (the verified RELEASE.json), the KPI summary, the applied-delta count and the active
 guards; no absolute path. A bundle whose readiness is NOT READY or INCONCLUSIVE is tagged only with
-``allow_not_ready``, and then the message's first line says so. git never prompts (no terminal, no editor: the message goes in on stdin with ``-F -``).
+``allow_not_ready``, and then the message's first line says so. git never prompts (no terminal, no
+editor: the message goes in on stdin with ``-F -``).
 ``dry_run`` runs only read-only git commands and writes nothing anywhere.
 """
 from __future__ import annotations
@@ -12,7 +13,6 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
 
 from soaklib.core import io as _io
 from soaklib.core.errors import CheckFailed, InputError, RunnerError
