@@ -9,7 +9,6 @@ import errno
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import textwrap
@@ -373,7 +372,7 @@ def test_crash_trials_kill_9_and_resume(tmp_path):
     good = tmp_path / "goodbundle"
     bundle.build_bundle(reported, good, load_config(), version="v1.0.0")
     ref_manifest = {k: v for k, v in _io.read_json(good / bundle.MANIFEST)["files"].items()}
-    for i in range(12):  # bundle --force: kill at a random moment; --out always holds a whole bundle
+    for _ in range(12):  # bundle --force: kill at a random moment; --out always holds a whole bundle
         out = tmp_path / "rel" / "v1.0.0"
         if not out.exists():
             bundle.build_bundle(reported, out, load_config())

@@ -10,13 +10,13 @@ import sys
 
 import nbformat
 import pytest
+from helpers import require_tool
 from PIL import Image
 
 from soaklib.core import io as _io
 from soaklib.core.errors import ReportError
 from soaklib.publish import markdown, reports
 from soaklib.store.synthetic import write_synthetic_run
-from helpers import require_tool
 
 EVIL = "<script>alert(1)</script>"
 

@@ -60,7 +60,7 @@ def test_accounting_identities(scenario):
     f = k["fills"]
     assert f["maker_count"] + f["taker_count"] == f["count"] > 0
     assert f["maker_volume"] + f["taker_volume"] == pytest.approx(f["volume"], abs=1e-5)
-    assert sum(f[f"{s}_{l}_count"] for s in ("buy", "sell") for l in ("maker", "taker")) == f["count"]
+    assert sum(f[f"{s}_{liq}_count"] for s in ("buy", "sell") for liq in ("maker", "taker")) == f["count"]
     assert f["maker_volume"] / f["volume"] == pytest.approx(k["maker_taker_ratio"], abs=1e-5)
     # PnL from cash accounting == the per-fill decomposition summed in quote currency
     assert k["pnl_quote"] == pytest.approx(k["net_bps"] * k["turnover_quote"] / 1e4, rel=1e-6, abs=1e-6)

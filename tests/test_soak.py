@@ -369,8 +369,9 @@ def test_cli_metrics_port_serves_live_and_is_released(tmp_path, capsys, monkeypa
     import socket
     import urllib.request
 
-    import soaklib.execute.runners
     from helpers import free_port
+
+    import soaklib.execute.runners
 
     port = free_port()
     scraped = []

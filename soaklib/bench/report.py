@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
             seq.append(time.perf_counter() - t)
             t = time.perf_counter()
             with ThreadPoolExecutor(n_nb) as pool:
-                list(pool.map(lambda j: _papermill(nb, tmp / f"p{k}-{j}.ipynb"), range(n_nb)))
+                list(pool.map(lambda j, k=k: _papermill(nb, tmp / f"p{k}-{j}.ipynb"), range(n_nb)))
             par.append(time.perf_counter() - t)
             t = time.perf_counter()
             subprocess.run([sys.executable, "-m", "soaklib", "report", str(run), "--out", str(tmp / f"r{k}")],

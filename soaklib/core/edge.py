@@ -6,7 +6,8 @@ file and field), honest about what is missing (absent KPIs stay None; nothing is
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from soaklib.core.errors import RecordError
 from soaklib.core.kpis import (

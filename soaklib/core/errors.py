@@ -5,7 +5,6 @@ tracebacks are for bugs only.
 """
 from __future__ import annotations
 
-
 # every character str.splitlines() breaks at -> its escape ("\\n", "\\x85", "\\u2028", ...)
 _LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
 

@@ -7,8 +7,9 @@ the gate and calibration. Statuses: PASS, WARN (meets ``hard``, misses ``soft``)
 from __future__ import annotations
 
 import operator
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

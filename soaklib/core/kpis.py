@@ -3,8 +3,9 @@ aggregation, Prometheus name and scale, display format), the block reasons, and 
 rule. Everything that names a KPI takes the names from here."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from soaklib.core.numbers import finite
 

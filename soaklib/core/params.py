@@ -5,10 +5,11 @@ Built from the ``params`` table of the effective config. Flat keys are canonical
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from soaklib.core import io as _io
 from soaklib.core.errors import ConfigError

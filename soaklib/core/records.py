@@ -7,8 +7,9 @@ writes, the loader reads, both go through these functions.
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timezone
-from typing import Any, Iterable, Literal, Mapping, TypedDict
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal, TypedDict
 
 from soaklib.core import io as _io
 from soaklib.core import schema as _schema
@@ -113,7 +114,7 @@ _GUARD_FLAGS = {"oscillation": "oscillation_detected", "velocity": "velocity_vio
 
 def utc_now() -> str:
     """Current UTC time as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def version_string() -> str:

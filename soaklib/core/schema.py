@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from functools import lru_cache
+from collections.abc import Mapping
+from functools import cache
 from importlib import resources
-from typing import Any, Mapping
+from typing import Any
 
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError, best_match
@@ -19,7 +20,7 @@ from jsonschema.exceptions import ValidationError, best_match
 from soaklib.core.errors import SoakError
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(name: str) -> dict:
     """The shipped schema ``core/schemas/<name>.schema.json``."""
     return json.loads(resources.files("soaklib.core").joinpath("schemas", f"{name}.schema.json").read_text("utf-8"))
@@ -51,7 +52,7 @@ _FiniteValidator = validators.extend(
         {"number": _finite_number, "integer": _finite_integer}))
 
 
-@lru_cache(maxsize=None)
+@cache
 def validator(name: str, section: str | None = None, *, finite: bool = False):
     """A validator of schema ``name`` (or of its top-level property ``section``)."""
     sch = load(name)
@@ -114,7 +115,7 @@ def short(v: Any) -> str:
 
 def _unknown_keys(err: ValidationError) -> list[str]:
     props = err.schema.get("properties", {}) if isinstance(err.schema, Mapping) else {}
-    pats = list((err.schema.get("patternProperties") or {})) if isinstance(err.schema, Mapping) else []
+    pats = list(err.schema.get("patternProperties") or {}) if isinstance(err.schema, Mapping) else []
     return [k for k in err.instance if k not in props and not any(re.search(p, k) for p in pats)]
 
 
@@ -127,7 +128,7 @@ def error_line(err: ValidationError, *, prefix: str = "", what: str = "the schem
         return field or None, f"missing (required by {what})"
     if err.validator == "additionalProperties" and isinstance(err.instance, Mapping):
         extra = _unknown_keys(err)
-        known = sorted((err.schema.get("properties") or {}))
+        known = sorted(err.schema.get("properties") or {})
         field = ".".join(x for x in (field, extra[0] if extra else "") if x)
         return field or None, "unknown key, expected one of: " + ", ".join(known)
     if err.validator == "minProperties" and isinstance(err.instance, Mapping) and not err.instance:

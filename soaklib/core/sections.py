@@ -9,7 +9,8 @@ passed in directly. Deliberately imports neither numba nor the engine: loading a
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from soaklib.core.errors import ConfigError
 from soaklib.core.kpis import KPI

@@ -1,9 +1,10 @@
 """What a runner is and what it reports for one iteration (``RunnerOutput``)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 
 @dataclass
@@ -22,7 +23,7 @@ class RunnerOutput:
     stderr_tail: str = ""                                     # kept so a later validation failure can show it
 
     @classmethod
-    def failed(cls, reason: str, stderr_tail: str = "", **kw: Any) -> "RunnerOutput":
+    def failed(cls, reason: str, stderr_tail: str = "", **kw: Any) -> RunnerOutput:
         return cls(ok=False, failure={"reason": reason, "stderr_tail": stderr_tail}, **kw)
 
 

@@ -20,8 +20,9 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from soaklib.core import io as _io
 from soaklib.core.edge import summary_from_edge

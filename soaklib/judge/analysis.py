@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime as _dt
 import warnings
 from collections import Counter
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -321,7 +322,7 @@ def snapshot(run: Run, cfg: Mapping[str, Any], last_n: int, *, now: _dt.datetime
                     "trend": str(r["trend"]), "slope": _clean(r["slope"], 6), "count": int(r["count"])}
                 for m, r in df.iterrows()}
 
-    ts = (now or _dt.datetime.now(_dt.timezone.utc)).isoformat()
+    ts = (now or _dt.datetime.now(_dt.UTC)).isoformat()
     manifest = run.manifest
     snap = {
         "schema_version": SNAPSHOT_SCHEMA,

@@ -9,8 +9,9 @@ INCONCLUSIVE. Overall verdict: FAIL > INCONCLUSIVE > WARN > PASS.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -89,7 +90,7 @@ class GateResult:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], *, path: object = "<gate>") -> "GateResult":
+    def from_dict(cls, d: Mapping[str, Any], *, path: object = "<gate>") -> GateResult:
         """Rebuild from ``to_dict()`` output (GATE.json); RecordError naming the field otherwise."""
         try:
             goals = [GoalResult(kpi=g["kpi"], agg=g["agg"], op=g["op"], hard=g["hard"], soft=g.get("soft"),

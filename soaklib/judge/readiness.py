@@ -7,8 +7,9 @@ not check anything), READY.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from soaklib.core.goals import FAIL, INCONCLUSIVE, WARN
 from soaklib.core.run import Run

@@ -10,19 +10,20 @@ parameter across iterations). Nothing here is canned text: every line comes from
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from soaklib import sim
 from soaklib.core.errors import ConfigError
 from soaklib.core.params import registry
 from soaklib.core.records import next_params
 from soaklib.core.run import Run
 from soaklib.core.text import fmt_num
 from soaklib.judge import analysis, gate
-from soaklib import sim
 
 TARGET_STATUSES = ("FAIL", "WARN")
 

@@ -15,8 +15,9 @@ observed = params(n+1) (what the runner reports it ran with). Outcomes:
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from soaklib.core.numbers import finite
 from soaklib.core.params import registry

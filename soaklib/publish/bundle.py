@@ -19,9 +19,10 @@ import re
 import shutil
 import statistics
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 from packaging.version import InvalidVersion, Version
@@ -814,7 +815,7 @@ def build_bundle(run_path: str | os.PathLike | Run, out: str | os.PathLike, cfg:
                              path=Path(run.path) / rundir.MANIFEST, field="profile.values")
         prev_profile = flat_profile(dict(vals), reg, src=Path(run.path) / rundir.MANIFEST)
     diff = profile_diff(prev_profile, new_profile)
-    now = now or _dt.datetime.now(_dt.timezone.utc)
+    now = now or _dt.datetime.now(_dt.UTC)
     bundle_ref = display_path(out)
     spread = kpi_spread(run, gate_res.iterations_evaluated, [g.kpi for g in goals_from_config(cfg)])
     prev_info = None if prev is None else {"version": prev["version"], "tag": prev["tag"] or prev["version"],

@@ -27,9 +27,10 @@ from __future__ import annotations
 import errno
 import threading
 from collections import Counter, deque
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 from urllib.error import HTTPError, URLError
 
 from prometheus_client import (
@@ -637,7 +638,7 @@ class LiveExporter:
     def close(self) -> None:
         self._server.close()
 
-    def __enter__(self) -> "LiveExporter":
+    def __enter__(self) -> LiveExporter:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from soaklib.core import io as _io
 from soaklib.core.config import load_config

@@ -14,9 +14,10 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 from soaklib.core import io as _io
 from soaklib.core.errors import InputError, RecordError
@@ -126,7 +127,7 @@ class RunDir:
 
     # -- creation -------------------------------------------------------------------------------
     @classmethod
-    def create(cls, runs_dir: str | os.PathLike, manifest: Mapping[str, Any]) -> "RunDir":
+    def create(cls, runs_dir: str | os.PathLike, manifest: Mapping[str, Any]) -> RunDir:
         """Make a fresh ``runs_dir/<id>/`` and write its run.json (status running)."""
         root = Path(runs_dir)
         try:
@@ -171,7 +172,7 @@ class RunDir:
         return rd
 
     @classmethod
-    def open_for_resume(cls, path: str | os.PathLike) -> "RunDir":
+    def open_for_resume(cls, path: str | os.PathLike) -> RunDir:
         """Open an interrupted run of ours for writing; refuse completed, locked or foreign dirs."""
         p = Path(path)
         if p.name == LATEST and p.is_symlink():
@@ -222,7 +223,7 @@ class RunDir:
             finally:
                 self._lock_fd = None
 
-    def __enter__(self) -> "RunDir":
+    def __enter__(self) -> RunDir:
         return self
 
     def __exit__(self, *exc) -> None:

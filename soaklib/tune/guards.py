@@ -11,7 +11,8 @@ strategy, see soaklib/sim; they are not this module.)
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from soaklib.core.config import Config
 from soaklib.core.goals import goals_pass
@@ -162,7 +163,7 @@ def apply_guards(proposal: Any, history: list[IterationRecord], params: Mapping[
         dec = {"param": name, "current": cur, "proposed_delta": delta, "verdict": "applied", "guard": None,
                "clamped_delta": 0, "new": cur, "reason": why}
 
-        def block(guard: str, note: str) -> None:
+        def block(guard: str, note: str, dec: dict = dec, why: str = why) -> None:
             dec.update(verdict="blocked", guard=guard, reason=f"{why}; {guard}: {note}" if why else f"{guard}: {note}")
 
         cd = cooldown_active(history, name, p, cfg)

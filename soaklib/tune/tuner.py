@@ -8,8 +8,9 @@ TUNING_REPORT.json with true counts. Rule constants live in ``[tuner]`` of defau
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from soaklib.core import io as _io
 from soaklib.core.config import Config
