@@ -369,7 +369,7 @@ def test_crash_trials_kill_9_and_resume(tmp_path):
             counts["run"][2] += 1
 
     reported = make_reported_run(tmp_path / "rep", params=ramp)
-    good = tmp_path / "goodbundle"
+    good = tmp_path / "good" / "v1.0.0"  # same name as the trials' bundle: the documents name it
     bundle.build_bundle(reported, good, load_config(), version="v1.0.0")
     ref_manifest = {k: v for k, v in _io.read_json(good / bundle.MANIFEST)["files"].items()}
     for _ in range(12):  # bundle --force: kill at a random moment; --out always holds a whole bundle

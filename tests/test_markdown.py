@@ -14,6 +14,7 @@ from soaklib.core.text import fmt_num
 from soaklib.judge import gate, recommend
 from soaklib.judge.verify import verify_records
 from soaklib.publish import markdown, reports, tag
+from soaklib.publish.bundle import VerifyResult
 from soaklib.store.loader import open_run
 from soaklib.store.synthetic import write_synthetic_run
 
@@ -97,12 +98,14 @@ def test_notebook_views_and_failures_escape_untrusted_text(tmp_path):
 
 
 def test_tag_message_renders_from_a_manifest(tmp_path):
-    man = {"verdict": "PASS", "version": "v1", "release": {
-        "run_id": "r1", "iterations": 9, "applied_deltas": 2, "applied_iterations": [3, 4],
-        "changed_params": ["a", "b"], "previous_version": "v0", "active_guards": [],
-        "gate": {"last_n": 8, "window": [2, 9], "goals": [{"kpi": "net_bps", "agg": "mean", "value": 3.14159,
-                                                           "op": ">=", "hard": 2.5, "status": "PASS"}]}}}
-    msg = tag.tag_message("v1", man, tmp_path, "abc")
+    rel = {"version": "v1", "run_id": "r1", "iterations": 9, "applied_deltas": 2, "applied_iterations": [3, 4],
+           "changed_params": ["a", "b"], "previous": {"version": "v0"}, "active_guards": [],
+           "readiness": {"state": "READY", "reasons": []}}
+    gate_d = {"verdict": "PASS", "last_n": 8, "window": [2, 9], "goals": [{"kpi": "net_bps", "agg": "mean",
+                                                                         "value": 3.14159, "op": ">=", "hard": 2.5,
+                                                                         "status": "PASS"}]}
+    verified = VerifyResult(path=tmp_path, ok=True, problems=[], checked=0, manifest={}, gate=gate_d, release=rel)
+    msg = tag.tag_message("v1", verified, "v1", "abc")
     assert "KPI summary (last 8 ok iterations, iterations 2-9):\n  net_bps: mean=3.142 (goal >= 2.5) PASS\n" in msg
     assert "Changed vs previous: a, b (previous release v0)\nActive guards: none\n" in msg
     assert msg.endswith("MANIFEST.json sha256: abc\n")
