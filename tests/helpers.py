@@ -3,6 +3,7 @@ tests/ on the path). System tools: tests that need a real tool call ``require_to
 loud reason when the tool is absent, and fails under CI (CI=true), where a skip would hide a gap."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -84,3 +85,18 @@ def assert_config_refused(tmp_path, toml: str, field: str) -> None:
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("soak: error: "), p.stderr
     assert f"field '{field}'" in lines[0] and str(cfg) in lines[0], lines[0]
+
+
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """Fail instead of hanging: SIGALRM interrupts a blocking call (PEP 475 re-raises from the handler)."""
+    def on_alarm(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s (a hang)")
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

@@ -23,13 +23,13 @@ import io
 import json
 import os
 import resource
-import signal
 import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import deadline
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -306,18 +306,6 @@ CASES = {"record": case_record, "bot_output": case_bot_output, "config": case_co
          "cli": case_cli}
 
 
-@contextlib.contextmanager
-def deadline(seconds: int):
-    def on_alarm(signum, frame):
-        raise TimeoutError(f"case still running after {seconds} s (a hang)")
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def fuzz(ctx: Ctx, kind: str, n: int, counts: Counter) -> None:

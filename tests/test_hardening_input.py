@@ -6,14 +6,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-import signal
 import sys
 import textwrap
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import deadline, run_cli
 
 from soaklib import open_run
 from soaklib.core import io as _io
@@ -21,21 +19,6 @@ from soaklib.core.config import load_config
 from soaklib.core.errors import CheckFailed, ConfigError, RecordError
 from soaklib.publish.bundle import verify_bundle
 from soaklib.store.synthetic import write_synthetic_run
-
-
-@contextmanager
-def deadline(seconds: int):
-    """Fail instead of hanging: SIGALRM interrupts a blocking open() (PEP 475 re-raises from the handler)."""
-    def on_alarm(signum, frame):
-        raise TimeoutError(f"still blocked after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def one_line(err: str) -> str:
