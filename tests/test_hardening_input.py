@@ -318,3 +318,16 @@ def test_a_line_break_in_a_key_stays_on_one_line(tmp_path, capsys):
     f.write_text('[goals."x\\ny\\u2028z"]\nagg = "mean"\nop = ">="\nhard = 1.0\n')
     code, _out, err = run_cli(["config", "validate", f], capsys)
     assert code == 2 and "field 'goals.x\\ny\\u2028z': unknown KPI" in one_line(err)
+
+
+@pytest.mark.parametrize("engine", ["sim", "hbt"])
+def test_deep_scenario_toml_is_one_line(tmp_path, engine, capsys):
+    """A user scenario file goes through the strict TOML reader: 100 000 levels → one line, exit 2."""
+    from helpers import run_cli
+
+    f = tmp_path / "deep.toml"
+    f.write_text("x = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    code, _, err = run_cli(["run", "--iterations", "1", "--runner", engine, "--scenario", f,
+                            "--runs-dir", tmp_path / "runs"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "nested deeper" in err and str(f) in err, err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

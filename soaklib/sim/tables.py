@@ -17,6 +17,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
+from soaklib.core.config import read_toml as read_config_toml
 from soaklib.core.errors import ConfigError
 from soaklib.core.numbers import finite
 from soaklib.sim import layout as L
@@ -54,7 +55,12 @@ def number(v: Any, path: str, field: str, b: Bound) -> float:
 
 
 def read_toml(res: Any, shown: str) -> dict:
-    """A scenario file (a Path or an importlib Traversable) parsed, ``shown`` naming it in errors."""
+    """A scenario file (a Path or an importlib Traversable) parsed, ``shown`` naming it in errors.
+    A user's file goes through the strict TOML reader (regular file, size, nesting depth, 64-bit ints)."""
+    if isinstance(res, Path):
+        if not res.exists():
+            raise ConfigError("scenario file not found", path=shown)
+        return read_config_toml(res)
     try:
         return tomllib.loads(res.read_text("utf-8"))
     except FileNotFoundError:
