@@ -179,7 +179,7 @@ def test_unknown_scenario():
 def test_malformed_scenario_toml(tmp_path):
     p = tmp_path / "broken.toml"
     p.write_text("[[segments]\nduration_s = 3600\n")
-    with pytest.raises(ConfigError, match="malformed scenario TOML") as e:
+    with pytest.raises(ConfigError, match="invalid TOML") as e:
         simulate(BEST, p, 0, 10.0)
     assert str(p) in str(e.value)
     p.write_text('[[segments]]\nduration_s = 3600\nregimes = ["calm"]\nreject_prob = 2\n')
