@@ -18,20 +18,7 @@ from soaklib.core.errors import ConfigError
 from soaklib.core.numbers import finite
 from soaklib.core.params import registry
 from soaklib.core.sections import validate_sim_config
-from soaklib.sim.kernels import (
-    GS_CLEAR,
-    GS_COUNT,
-    GS_FROZEN,
-    GS_P95_MAX,
-    GS_SIG,
-    N_GC,
-    N_GS,
-    blocked,
-    guard_tick,
-    other_regime,
-    quote_center,
-    strategy_constants,
-)
+from soaklib.sim import kernels as K
 from soaklib.sim.layout import (  # noqa: F401 (the compiled loop reads them as globals)
     BROKEN_MID,
     BROKEN_TAKER_PRICE,
@@ -252,10 +239,8 @@ def _loop(seed, dur_ms, P, C, R, SEG, fills, lats, ages, regs, stats):
     next_guard = C[C_GUARD_TICK]
     buf_on = False
     frozen = False
-    gs = np.zeros(N_GS)  # == kernels.guard_state() (a Python function, not callable here)
-    gs[GS_SIG] = -1.0
-    gs[GS_CLEAR] = -1.0
-    G = C[C_P95_WIN:C_P95_WIN + N_GC]
+    gs = K.guard_state()
+    G = C[C_P95_WIN:C_P95_WIN + K.N_GC]
 
     # accounting
     q = 0.0
@@ -351,7 +336,7 @@ def _loop(seed, dur_ms, P, C, R, SEG, fills, lats, ages, regs, stats):
                 regs[nr, 1] = reg
                 nr += 1
         elif now >= next_switch:
-            k = other_regime(int(SEG[si, S_MASK]), reg, R.shape[0])
+            k = K.other_regime(int(SEG[si, S_MASK]), reg, R.shape[0])
             if k >= 0:
                 reg = k
                 r_vol, r_drift, r_kappa, r_inf, r_infbps, lam = _regime(R, reg)
@@ -487,13 +472,13 @@ def _loop(seed, dur_ms, P, C, R, SEG, fills, lats, ages, regs, stats):
         if now >= next_guard:
             next_guard = now + C[C_GUARD_TICK]
             if C[C_GUARDS_ON] > 0:
-                buf_on = guard_tick(gs, G, ring_t, ring_v, min(ring_i, _RING), now)
-                frozen = gs[GS_FROZEN] > 0
+                buf_on = K.guard_tick(gs, G, ring_t, ring_v, min(ring_i, _RING), now)
+                frozen = gs[K.GS_FROZEN] > 0
 
         # ---- the strategy: one decision per side per market event ----
         tokens = min(tok_cap, tokens + tok_rate * dt)
         hs = hs_base + (add_bps if buf_on else 0.0)
-        center = quote_center(mid, q, qlim, gain, md, hs)
+        center = K.quote_center(mid, q, qlim, gain, md, hs)
         for j in range(2):
             if j == 0:
                 tgt = math.floor(center * (1.0 - hs * 1e-4) * inv_tick) * tick
@@ -523,7 +508,7 @@ def _loop(seed, dur_ms, P, C, R, SEG, fills, lats, ages, regs, stats):
                     kind = 3  # refresh = cancel + place
             if kind == 0:
                 continue
-            if blocked(stats, _BLOCK_ST, kind, frozen, now - last_send[j], mi, tokens, n_if >= conc or n_if >= _INFL):
+            if K.blocked(stats, _BLOCK_ST, kind, frozen, now - last_send[j], mi, tokens, n_if >= conc or n_if >= _INFL):
                 continue
             # send
             if kind != 1:
@@ -595,8 +580,8 @@ def _loop(seed, dur_ms, P, C, R, SEG, fills, lats, ages, regs, stats):
     stats[ST_FREEZE_ACTIVE] = 1.0 if frozen else 0.0
     stats[ST_BUF_ACTIVE_END] = 1.0 if buf_on else 0.0
     stats[ST_T_END] = dur_ms if ended else now
-    stats[ST_P95_MAX_ROLL] = gs[GS_P95_MAX]
-    stats[ST_FREEZE_COUNT] = gs[GS_COUNT]
+    stats[ST_P95_MAX_ROLL] = gs[K.GS_P95_MAX]
+    stats[ST_FREEZE_COUNT] = gs[K.GS_COUNT]
     return events
 
 
@@ -634,7 +619,7 @@ _STRATEGY_AT = (C_QLIM, C_RISK_SOFT, C_REBID_BPS, C_SKEW_GAIN, C_RESCUE_HARD, C_
 
 def _constants(cfg: dict, market: dict) -> np.ndarray:
     s = cfg["sim"]
-    return strategy_constants(N_CONST, _STRATEGY_AT, cfg, {
+    return K.strategy_constants(N_CONST, _STRATEGY_AT, cfg, {
         C_MID0: s["mid0"], C_TICK: s["tick"], C_REBATE_BPS: s["maker_rebate_bps"], C_TAKER_FEE_BPS: s["taker_fee_bps"],
         C_SLIP_BPS: s["rescue_slippage_bps"], C_MARKOUT_MS: s["markout_ms"], C_LAT_SIGMA: s["latency_sigma"],
         C_LAT_INFLIGHT: s["latency_inflight_ms"], C_LAT_RATE: s["latency_rate_ms"], C_RATE_TAU: s["rate_tau_ms"],

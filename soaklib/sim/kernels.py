@@ -38,7 +38,8 @@ def rolling_p95(ring_t, ring_v, n_ring, t, win):
     return s[lo] + (s[hi] - s[lo]) * (idx - lo)
 
 
-def guard_state() -> np.ndarray:
+@njit(cache=True)
+def guard_state():
     """The guards' state before the first tick (no signal, not frozen)."""
     gs = np.zeros(N_GS)
     gs[GS_SIG] = -1.0

@@ -26,18 +26,7 @@ import math
 import numpy as np
 from numba import njit
 
-from soaklib.sim.kernels import (
-    GS_CLEAR,
-    GS_COUNT,
-    GS_FROZEN,
-    GS_P95_MAX,
-    GS_SIG,
-    N_GC,
-    N_GS,
-    blocked,
-    guard_tick,
-    quote_center,
-)
+from soaklib.sim import kernels as K
 
 # params vector (registry order)
 P_MIN_INTERVAL, P_REPLACE_RATE, P_SPREAD_DELTA, P_TAIL_AGE, P_IMPACT_CAP, P_MAX_DELTA, P_CONCURRENCY = range(7)
@@ -113,14 +102,11 @@ def _open_slot(oid, side, now, sub, taker, sl_id, sl_side, sl_enq, sl_sub, sl_ac
     sl_side[s] = side
     sl_enq[s] = now
     sl_sub[s] = sub
-    sl_acked[s] = False
-    sl_filled[s] = 0.0
     sl_taker[s] = taker
-    sl_cxl[s] = False
-    sl_cxl_rel[s] = False
-    sl_drop[s] = False
-    sl_csent[s] = False
+    sl_filled[s] = 0.0
     sl_touch[s] = 0.0
+    for flag in (sl_acked, sl_cxl, sl_cxl_rel, sl_drop, sl_csent):
+        flag[s] = False
     return s
 
 
@@ -185,10 +171,8 @@ def mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
     rn = 0
     buf_on = False
     frozen = False
-    gs = np.zeros(N_GS)  # == kernels.guard_state() (a Python function, not callable here)
-    gs[GS_SIG] = -1.0
-    gs[GS_CLEAR] = -1.0
-    G = C[C_P95_WIN:C_P95_WIN + N_GC]
+    gs = K.guard_state()
+    G = C[C_P95_WIN:C_P95_WIN + K.N_GC]
     next_guard = 0.0
     breach_since = np.int64(-1)
     rescue_id = np.uint64(0)
@@ -335,8 +319,8 @@ def mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
         if tms >= next_guard:
             next_guard = tms + C[C_GUARD_TICK]
             if C[C_GUARDS_ON] > 0:
-                buf_on = guard_tick(gs, G, ring_t, ring_v, min(ring_i, _RING), tms)
-                frozen = gs[GS_FROZEN] > 0
+                buf_on = K.guard_tick(gs, G, ring_t, ring_v, min(ring_i, _RING), tms)
+                frozen = gs[K.GS_FROZEN] > 0
         # ---- 4. taker hedge on a hard breach ----
         aq = abs(q)
         if aq >= hard_lim:
@@ -366,7 +350,7 @@ def mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
             breach_since = -1
         # ---- 5. quoting ----
         hs = hs_base + (add_bps if buf_on else 0.0)
-        center = quote_center(mid, q, qlim, C[C_SKEW_GAIN], md, hs)
+        center = K.quote_center(mid, q, qlim, C[C_SKEW_GAIN], md, hs)
         for side in range(2):
             if side == 0:
                 tgt = int(math.floor(center * (1.0 - hs * 1e-4) / tick))
@@ -397,7 +381,7 @@ def mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
                 kind = 3
             if kind == 0:
                 continue  # nothing wanted (or the current order is still in flight)
-            if blocked(stats, _BLOCK_ST, kind, frozen, now - last_send[side], mi_ns, tokens,
+            if K.blocked(stats, _BLOCK_ST, kind, frozen, now - last_send[side], mi_ns, tokens,
                        n_queued_new + n_sent_unacked >= conc):
                 continue
             if q_tail - q_head >= _QCAP - 2:
@@ -441,8 +425,8 @@ def mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
     stats[ST_NFILL] = nf
     stats[ST_NLAT] = nl
     stats[ST_NAGE] = na
-    stats[ST_P95_MAX_ROLL] = gs[GS_P95_MAX]
-    stats[ST_FREEZE_COUNT] = gs[GS_COUNT]
+    stats[ST_P95_MAX_ROLL] = gs[K.GS_P95_MAX]
+    stats[ST_FREEZE_COUNT] = gs[K.GS_COUNT]
     stats[ST_FREEZE_ACTIVE] = 1.0 if frozen else 0.0
     stats[ST_BUF_ACTIVE_END] = 1.0 if buf_on else 0.0
     stats[ST_POSITION] = hbt.position(0)
