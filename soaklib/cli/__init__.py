@@ -36,12 +36,7 @@ class _LazyGroup(click.Group):
         mod = _COMMANDS.get(name)
         if mod is None:
             return None
-        try:
-            return importlib.import_module(f"soaklib.cli.{mod}").command
-        except ModuleNotFoundError as exc:
-            if exc.name == f"soaklib.cli.{mod}":
-                return None
-            raise
+        return importlib.import_module(f"soaklib.cli.{mod}").command
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
