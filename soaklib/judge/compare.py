@@ -30,6 +30,7 @@ import numpy as np
 from scipy import stats
 
 from soaklib.core.errors import ConfigError, InputError
+from soaklib.core.kpis import SUMMARY_KPI_KEYS
 from soaklib.core.numbers import finite
 from soaklib.core.run import Run
 from soaklib.core.text import fmt_num
@@ -185,10 +186,7 @@ def _blocked(rec: Mapping[str, Any]) -> float | None:
 # derived per-window KPIs: name -> function of a record (None when not measured)
 DERIVED = {"pnl_per_hour": _pnl_per_hour, "partial_freezes": _freezes, "blocked_actions": _blocked,
            "failed_iterations": lambda r: 1.0 if r.get("status") == "failed" else 0.0}
-SUMMARY_KPIS = ("net_bps", "gross_bps", "maker_taker_ratio", "p95_latency_ms", "p99_latency_ms", "risk_ratio",
-                "adverse_bps_p95", "slippage_bps_p95", "pnl_quote", "drawdown_quote", "cancel_ratio",
-                "order_age_p95_ms", "inventory_utilisation")
-KNOWN_KPIS = frozenset(SUMMARY_KPIS) | frozenset(DERIVED)
+KNOWN_KPIS = frozenset(SUMMARY_KPI_KEYS) | frozenset(DERIVED)
 
 
 def kpi_value(rec: Mapping[str, Any], kpi: str) -> float | None:
