@@ -15,6 +15,7 @@ from helpers import deadline, run_cli
 
 from soaklib import open_run
 from soaklib.core import io as _io
+from soaklib.core import options, schema
 from soaklib.core.config import load_config
 from soaklib.core.errors import CheckFailed, ConfigError, RecordError
 from soaklib.publish.bundle import verify_bundle
@@ -273,6 +274,55 @@ def test_run_options_out_of_range(tmp_path, capsys, args, field):
     code, _out, err = run_cli(["run", *args, "--runs-dir", runs], capsys)
     assert code == 2 and field in one_line(err)
     assert not runs.exists()
+
+
+# Every numeric option of every command, each with values beyond its bounds: one line naming the
+# option and what it expects, exit 2, nothing written. (`soak run` options: above and in test_fuzz.)
+BOUNDED = [
+    ("gate", "--last-n", "1000001", "in [1, 1000000]"),
+    ("gate", "--last-n", "9" * 30, "in [1, 1000000]"),
+    ("report", "--last-n", "0", "in [1, 1000000]"),
+    ("report", "--last-n", "-5", "in [1, 1000000]"),
+    ("report", "--last-n", "99999999999999999999999", "in [1, 1000000]"),
+    ("report", "--last-n", "2.5", "an integer"),
+    ("run", "--iteration-timeout", "1e308", "<= 604800"),
+    ("run", "--iteration-timeout", "inf", "<= 604800"),
+    ("run", "--iteration-timeout", "nan", "<= 604800"),
+    ("run", "--iteration-timeout", "-1", "> 0 and <= 604800"),
+    ("run", "--metrics-port", "65536", "in [0, 65535]"),
+    ("metrics", "--serve-seconds", "inf", "<= 2592000"),
+    ("metrics", "--serve-seconds", "nan", "<= 2592000"),
+    ("metrics", "--serve-seconds", "1e308", "<= 2592000"),
+    ("metrics", "--serve", "127.0.0.1:70000", "in [0, 65535]"),
+    ("verify", "--threshold", "1.5", "in [0, 1]"),
+]
+
+
+@pytest.mark.parametrize("cmd, opt, value, expected", BOUNDED, ids=[f"{c}{o}={v[:12]}" for c, o, v, _ in BOUNDED])
+def test_numeric_options_are_bounded(run, tmp_path, capsys, cmd, opt, value, expected):
+    runs = tmp_path / "new-runs"
+    argv = {"run": ["run", opt, value, "--iterations", "1", "--duration-s", "60", "--runs-dir", runs],
+            "metrics": ["metrics", run, "--serve", ":0", "--serve-seconds", "0.01", opt, value]}.get(cmd, [cmd, run, opt, value])
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    with deadline(20):
+        code, _out, err = run_cli(argv, capsys)
+    line = one_line(err)
+    assert code == 2 and f"field '{opt}': expected " in line and expected in line, line
+    assert not runs.exists() and sorted(p.relative_to(run) for p in run.rglob("*")) == before
+
+
+def test_option_bounds_are_the_config_schema_bounds(tmp_path, capsys):
+    """An option that sets a config key is bounded by that key's schema (one number, one place): the
+    same value in a config file is refused naming the key."""
+    run_schema = schema.load("config")["properties"]["run"]["properties"]
+    assert options.bounds("--iteration-timeout") is run_schema["iteration_timeout_s"]
+    assert options.bounds("--last-n") is schema.load("config")["properties"]["report"]["properties"]["last_n"]
+    for toml, field in (("[run]\niteration_timeout_s = 1e308\n", "run.iteration_timeout_s"),
+                        ("[report]\nlast_n = 1000001\n", "report.last_n")):
+        f = tmp_path / "c.toml"
+        f.write_text(toml)
+        code, _out, err = run_cli(["config", "validate", f], capsys)
+        assert code == 2 and field in one_line(err)
 
 
 @pytest.mark.parametrize("toml, field", [

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from soaklib.core import io as _io
+from soaklib.core import options
 from soaklib.core.config import run_config
 from soaklib.core.errors import CheckFailed
 from soaklib.core.goals import FAIL, INCONCLUSIVE, WARN
@@ -17,7 +18,7 @@ from soaklib.store.rundir import GATE, REPORTS_DIR, write_errors
 
 @click.command("gate")
 @click.argument("run", type=click.Path())
-@click.option("--last-n", type=click.IntRange(min=1), default=None,
+@click.option("--last-n", default=None, metavar="N", callback=options.click_callback,
               help="evaluate the last N ok iterations (default: [report] last_n, 8)")
 @click.option("--summary-md", type=click.Path(dir_okay=False),
               help="also write the Markdown summary here (e.g. $GITHUB_STEP_SUMMARY; appended to)")

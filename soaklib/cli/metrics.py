@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from soaklib.core import options
 from soaklib.core.config import run_config
 from soaklib.core.errors import InputError
 from soaklib.publish import metrics as m
@@ -21,7 +22,7 @@ from soaklib.store.rundir import METRICS_TEXTFILE
               help="write a node_exporter textfile (default when no other output: RUN/metrics/soak.prom)")
 @click.option("--serve", "serve_at", metavar="HOST:PORT",
               help="serve /metrics over HTTP until interrupted (host defaults to 127.0.0.1; port 0 = any)")
-@click.option("--serve-seconds", type=click.FloatRange(min=0, min_open=True),
+@click.option("--serve-seconds", default=None, metavar="SECONDS", callback=options.click_callback,
               help="with --serve: stop after this many seconds instead of waiting for an interrupt")
 @click.option("--push", "push_url", metavar="URL", help="pushgateway URL (pushadd; grouping key job + run)")
 @click.option("--job", help="pushgateway job name (default: [metrics] job)")

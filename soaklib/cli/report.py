@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import click
 
+from soaklib.core import options
 from soaklib.publish.reports import render
 
 
 @click.command("report")
 @click.argument("run", type=click.Path())
-@click.option("--last-n", type=int, default=None, help="iterations in the last-N window (default: [report] last_n)")
+@click.option("--last-n", default=None, metavar="N", callback=options.click_callback, help="iterations in the last-N window (default: [report] last_n)")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="TOML file overriding defaults")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,

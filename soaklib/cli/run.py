@@ -9,7 +9,7 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from soaklib.core import schema
+from soaklib.core import options
 from soaklib.core.config import load_config
 from soaklib.core.errors import InputError, SoakError
 from soaklib.core.numbers import finite
@@ -91,23 +91,6 @@ def _check_scenario(scenario: str, cfg: dict) -> None:
     load_scenario(scenario)
 
 
-def _parse(kind: type, name: str, text: str | None):
-    if text is None:
-        return None
-    try:
-        v = kind(text)
-    except ValueError:
-        raise InputError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}", field=name) from None
-    if kind is float and finite(v) is None:
-        raise InputError(f"expected a finite number, got {text!r}", field=name)
-    return v
-
-
-def _run_max(key: str) -> float:
-    """The config schema's upper bound of ``run.<key>``: an option obeys the limit the config file does."""
-    return schema.load("config")["properties"]["run"]["properties"][key]["maximum"]
-
-
 def _sigterm(signum, frame):  # turn SIGTERM into the same clean stop as Ctrl-C
     raise KeyboardInterrupt
 
@@ -130,12 +113,13 @@ def _sigterm(signum, frame):  # turn SIGTERM into the same clean stop as Ctrl-C
 def command(iterations, auto_tune, runner_spec, scenario, profile, seed, config_path, runs_dir, metrics_port,
             iteration_timeout, on_failure, resume_dir, duration_s) -> int:
     """Run a soak: N iterations of the strategy, auto-tuning between them, into runs/<id>/."""
-    # parsed here (not by click) so a bad value is one line "soak: error: ..." with exit 2
-    iterations = _parse(int, "--iterations", iterations)
-    seed = _parse(int, "--seed", seed)
-    metrics_port = _parse(int, "--metrics-port", metrics_port)
-    iteration_timeout = _parse(float, "--iteration-timeout", iteration_timeout)
-    duration_s = _parse(float, "--duration-s", duration_s)
+    # every number within its bounds (core.options: the config schema's, so an option obeys the limit
+    # the config file does); a bad value is one line "soak: error: ..." with exit 2, before any run dir
+    iterations = options.parse("--iterations", iterations)
+    seed = options.parse("--seed", seed)
+    metrics_port = options.parse("--metrics-port", metrics_port)
+    iteration_timeout = options.parse("--iteration-timeout", iteration_timeout)
+    duration_s = options.parse("--duration-s", duration_s)
     if on_failure is not None and on_failure not in ("continue", "stop"):
         raise InputError(f"expected 'continue' or 'stop', got {on_failure!r}", field="--on-failure")
 
@@ -150,19 +134,6 @@ def command(iterations, auto_tune, runner_spec, scenario, profile, seed, config_
         if clash:
             raise InputError(f"{', '.join(clash)} cannot be combined with --resume (a run resumes with its own "
                              "settings from run.json)", field="resume")
-    else:
-        if iterations is not None and iterations < 1:
-            raise InputError(f"expected an integer >= 1, got {iterations}", field="--iterations")
-        if seed is not None and not 0 <= seed <= _run_max("seed"):
-            raise InputError(f"expected an integer in [0, {_run_max('seed')}], got {seed}", field="--seed")
-        # finite already (_parse); bounded because the simulator's buffers grow with the duration
-        if duration_s is not None and not 0 < duration_s <= _run_max("duration_s"):
-            raise InputError(f"expected a number > 0 and <= {_run_max('duration_s'):g}, got {duration_s:g}",
-                             field="--duration-s")
-        if iteration_timeout is not None and not iteration_timeout > 0:
-            raise InputError(f"expected a number > 0, got {iteration_timeout}", field="--iteration-timeout")
-    if metrics_port is not None and not 0 <= metrics_port <= 65535:
-        raise InputError(f"expected a port in [0, 65535], got {metrics_port}", field="--metrics-port")
 
     old = signal.signal(signal.SIGTERM, _sigterm)
     try:

@@ -1,12 +1,12 @@
 """``soak verify RUN [--strict] [--threshold 0.95] [--json]``: did the tuning deltas land? (DESIGN §8)"""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import click
 
 from soaklib.core import io as _io
+from soaklib.core import options
 from soaklib.core.config import run_config
 from soaklib.core.errors import CheckFailed
 from soaklib.judge.verify import verify_run
@@ -15,17 +15,10 @@ from soaklib.store.loader import open_run
 from soaklib.store.rundir import DELTA_VERIFY, REPORTS_DIR, write_errors
 
 
-def _not_nan(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    # FloatRange compares, and every comparison with NaN is False: it would let "nan" through
-    if value is not None and math.isnan(value):
-        raise click.BadParameter(f"{value} is not in the range 0.0<=x<=1.0.", ctx=ctx, param=param)
-    return value
-
-
 @click.command("verify")
 @click.argument("run", type=click.Path())
 @click.option("--strict", is_flag=True, help="exit 1 when full_apply_ratio is below the threshold")
-@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None, callback=_not_nan,
+@click.option("--threshold", default=None, metavar="X", callback=options.click_callback,
               help="pass mark for full_apply_ratio (default: [verify] threshold, 0.95)")
 @click.option("--json", "as_json", is_flag=True, help="print the JSON report instead of the Markdown")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file overriding defaults")

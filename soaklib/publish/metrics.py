@@ -48,6 +48,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from soaklib.core import io as _io
+from soaklib.core import options
 from soaklib.core.config import Config, defaults, run_config
 from soaklib.core.errors import InputError
 from soaklib.core.kpis import PROM_KPIS
@@ -529,8 +530,7 @@ def parse_hostport(text: str) -> tuple[str, int]:
         n = int(port)
     except ValueError:
         raise InputError(f"expected HOST:PORT or PORT, got {text!r}", field="--serve") from None
-    if not 0 <= n <= 65535:
-        raise InputError(f"port {n} out of range 0-65535", field="--serve")
+    n = options.parse("--serve", n)  # the port's bounds are core.options'
     return host, n
 
 
