@@ -1,7 +1,7 @@
 """Release bundle (DESIGN §11): reports, the tuned profile, CHANGELOG, rollback plan, canary checklist,
 Prometheus rules for the canary (warning and critical tiers, a harmonic-mean recording rule) with
-their ``promtool test rules`` unit tests, RELEASE.json (readiness, facts) and a MANIFEST of sha256
-hashes that also hashes its own fields.
+their ``promtool test rules`` unit tests, a Grafana dashboard (publish/dashboard.py), RELEASE.json
+(readiness, facts) and a MANIFEST of sha256 hashes that also hashes its own fields.
 
 The bundle is assembled in a temporary directory beside ``--out`` and renamed into place, so a
 failure leaves nothing behind. ``verify_bundle`` re-hashes every file and the manifest's own fields
@@ -40,7 +40,7 @@ from soaklib.execute import supervisor
 from soaklib.judge.gate import evaluate
 from soaklib.judge.readiness import Readiness, readiness
 from soaklib.judge.verify import verify_run
-from soaklib.publish import markdown
+from soaklib.publish import dashboard, markdown
 from soaklib.store import rundir
 from soaklib.store.loader import open_run
 from soaklib.store.rundir import (
@@ -64,6 +64,7 @@ RULE_TESTS = "canary_alerts.test.yml"
 CHANGELOG = "CHANGELOG.md"
 ROLLBACK_PLAN = "rollback_plan.md"
 CANARY_CHECKLIST = "CANARY_CHECKLIST.md"
+DASHBOARD = dashboard.DASHBOARD
 # copied from RUN/reports/analysis; value = the command that produces the file
 REPORT_FILES = {
     SNAPSHOT: "soak report",
@@ -76,7 +77,8 @@ REPORT_FILES = {
 }
 OPTIONAL_REPORT_FILES = (f"{RECOMMENDATIONS}.html", Path(FAILURES).with_suffix(".html").name, f"{AUDIT}.ipynb")
 OPTIONAL_REPORT_DIRS = (f"{AUDIT}_files", f"{RECOMMENDATIONS}_files")  # nbconvert --to markdown images
-GENERATED = (GATE, RELEASE, PROFILE, PREVIOUS_PROFILE, CHANGELOG, ROLLBACK_PLAN, CANARY_CHECKLIST, RULES, RULE_TESTS)
+GENERATED = (GATE, RELEASE, PROFILE, PREVIOUS_PROFILE, CHANGELOG, ROLLBACK_PLAN, CANARY_CHECKLIST, RULES, RULE_TESTS,
+             DASHBOARD)
 REQUIRED = tuple(REPORT_FILES) + GENERATED
 # 2.0: no verdict of its own (GATE.json and RELEASE.json carry it, hashed), manifest_sha256 over its fields
 MANIFEST_SCHEMA = "2.0"
@@ -739,6 +741,9 @@ def build_bundle(run_path: str | os.PathLike | Run, out: str | os.PathLike, cfg:
     # the rules are built before anything is written: a bad selector is exit 2 with nothing behind
     rules_text = alert_rules_yaml(cfg, version=vtext, selector=selector)
     tests_text = rule_tests_yaml(cfg, version=vtext, selector=selector)
+    rules, matchers = _rules(cfg, vtext, selector)  # the dashboard watches what the rules watch
+    dashboard_text = dashboard.dashboard_json(cfg, version=vtext, matchers=matchers,
+                                              alerts=[r["alert"] for r in rules if "alert" in r])
     notes: list[str] = []
     if previous is None:
         found, skipped = find_previous(out, ver, cfg)
@@ -840,6 +845,7 @@ def build_bundle(run_path: str | os.PathLike | Run, out: str | os.PathLike, cfg:
                                               bundle_ref=bundle_ref, ready=ready, selector=selector),
         RULES: rules_text,
         RULE_TESTS: tests_text,
+        DASHBOARD: dashboard_text,
     }
 
     parent = out.parent if str(out.parent) else Path(".")
