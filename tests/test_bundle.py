@@ -114,7 +114,7 @@ def test_verify_catches_missing_extra_and_manifest_edits(reported, tmp_path, cap
     assert "rollback_plan.md: required file not listed in the manifest" in res.problems
     (out / "MANIFEST.json").write_text("{not json")
     code, _o, err = run_cli(["bundle", "verify", out], capsys)
-    assert code == 1 and "MANIFEST.json" in err
+    assert code == 2 and "MANIFEST.json" in err  # not a manifest at all: bad input (issue 19)
     code, _o, err = run_cli(["bundle", "verify", tmp_path / "nope"], capsys)
     assert code == 2 and err.count("\n") == 1
 

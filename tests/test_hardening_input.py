@@ -6,19 +6,21 @@ from __future__ import annotations
 import logging
 import os
 import re
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 from helpers import deadline, run_cli
+from test_bundle import make_reported_run, ramp
 
 from soaklib import open_run
 from soaklib.core import io as _io
 from soaklib.core import options, schema
 from soaklib.core.config import load_config
 from soaklib.core.errors import CheckFailed, ConfigError, RecordError
-from soaklib.publish.bundle import verify_bundle
+from soaklib.publish.bundle import build_bundle, verify_bundle
 from soaklib.store.synthetic import write_synthetic_run
 
 
@@ -142,6 +144,65 @@ def test_deep_bundle_manifest_is_one_problem(tmp_path):
     # a bundle that does not verify is a failed check (exit 1), the reason in its one line
     with pytest.raises(CheckFailed, match="MANIFEST.json: invalid JSON: arrays/objects nested deeper than 100"):
         verify_bundle(b)
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory) -> tuple[Path, Path]:
+    """A built bundle and a git repository to tag (nothing is tagged: the manifest is refused first)."""
+    root = tmp_path_factory.mktemp("release")
+    out = root / "v1.0.0"
+    build_bundle(make_reported_run(root / "runs", params=ramp), out, load_config())
+    repo = root / "repo"
+    env = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True, env=env)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=T", "-c", "user.email=t@example.invalid",
+                    "commit", "-q", "--allow-empty", "-m", "x"], check=True, env=env)
+    return out, repo
+
+
+BROKEN_MANIFESTS = {
+    "not-json": "{not json",
+    "deep": '{"files": ' + DEEP + "}",
+    "a-list": "[]",
+    "files-a-list": '{"schema_version": "2.0", "generator": "g", "version": "v1.0.0", "files": []}',
+    "bytes-a-string": '{"schema_version": "2.0", "generator": "g", "version": "v1.0.0", '
+                      '"files": {"CHANGELOG.md": {"sha256": "00", "bytes": "12"}}}',
+    "no-files": '{"schema_version": "2.0", "generator": "g", "version": "v1.0.0"}',
+    "no-version": '{"schema_version": "2.0", "generator": "g", "files": {}}',
+    "empty": "",
+}
+
+
+@pytest.mark.parametrize("kind", list(BROKEN_MANIFESTS))
+def test_broken_manifest_is_bad_input_for_verify_and_tag(release, capsys, kind):
+    """A MANIFEST.json that is not a manifest at all is bad input (exit 2, one line naming it); a
+    well-formed one whose hashes disagree is a failed verification (exit 1, next test)."""
+    out, repo = release
+    m = out / "MANIFEST.json"
+    orig = m.read_bytes()
+    try:
+        m.write_text(BROKEN_MANIFESTS[kind])
+        for argv in (["bundle", "verify", out], ["tag", out, "--repo", repo, "--dry-run"]):
+            code, _o, err = run_cli(argv, capsys)
+            assert code == 2 and "MANIFEST.json" in one_line(err), (argv, code, err)
+    finally:
+        m.write_bytes(orig)
+
+
+def test_well_formed_manifest_that_does_not_match_fails_verification(release, capsys):
+    out, repo = release
+    assert run_cli(["bundle", "verify", out], capsys)[0] == 0
+    m = out / "MANIFEST.json"
+    orig = m.read_bytes()
+    try:
+        doc = _io.read_json(m)
+        doc["files"]["CHANGELOG.md"]["sha256"] = "0" * 64  # same shape, wrong hash
+        _io.write_json(m, doc)
+        for argv in (["bundle", "verify", out], ["tag", out, "--repo", repo, "--dry-run"]):
+            code, _o, err = run_cli(argv, capsys)
+            assert code == 1 and "MANIFEST.json" in one_line(err), (argv, code, err)
+    finally:
+        m.write_bytes(orig)
 
 
 @pytest.mark.parametrize("toml", ["a = " + DEEP + "\n", "a = " + "{x=" * 5000 + "1" + "}" * 5000 + "\n"],

@@ -2,11 +2,27 @@
 and ``soak bundle verify DIR``."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
+from soaklib.core import io as _io
+from soaklib.core import schema
 from soaklib.core.config import run_config
-from soaklib.publish.bundle import build_bundle, display_path, verify_bundle
+from soaklib.core.errors import RecordError
+from soaklib.publish.bundle import MANIFEST, build_bundle, display_path, verify_bundle
 from soaklib.store.loader import open_run
+
+
+def manifest_well_formed(bundle_dir: str | Path) -> None:
+    """RecordError (exit 2, one line naming the file and field) when DIR/MANIFEST.json is missing, not
+    JSON (or beyond the reader's limits) or not shaped like a manifest: that is bad input. Only a
+    well-formed manifest whose hashes disagree is a failed verification (exit 1, verify_bundle)."""
+    p = Path(bundle_dir)
+    if not p.is_dir():
+        return  # verify_bundle names the missing directory
+    f = p / MANIFEST
+    schema.check("bundle_manifest", _io.read_json(f), path=f, error=RecordError, what="the bundle manifest schema")
 
 
 class _BundleGroup(click.Group):
@@ -62,7 +78,9 @@ def build(run: str, out: str, version: str | None, previous: str | None, selecto
 @command.command("verify")
 @click.argument("bundle_dir", metavar="DIR", type=click.Path())
 def verify(bundle_dir: str) -> None:
-    """Check every file of the bundle and MANIFEST.json's own fields; exit 1 naming anything changed."""
+    """Check every file of the bundle and MANIFEST.json's own fields; exit 1 naming anything changed
+    (exit 2 when MANIFEST.json cannot be read as a manifest at all)."""
+    manifest_well_formed(bundle_dir)
     res = verify_bundle(bundle_dir)
     state = (res.release.get("readiness") or {}).get("state")
     click.echo(f"bundle OK: {res.checked} files and the manifest's fields match {bundle_dir}/MANIFEST.json "

@@ -6,6 +6,7 @@ import shlex
 
 import click
 
+from soaklib.cli.bundle import manifest_well_formed
 from soaklib.publish.tag import make_tag
 
 
@@ -19,6 +20,7 @@ from soaklib.publish.tag import make_tag
 @click.option("--repo", default=".", type=click.Path(), show_default=True, help="git repository to tag (at HEAD)")
 def command(bundle_dir: str, tag: str | None, allow_not_ready: bool, dry_run: bool, force: bool, repo: str) -> None:
     """Verify the bundle DIR, then tag HEAD with an annotated tag carrying its KPI summary. Never prompts."""
+    manifest_well_formed(bundle_dir)  # a broken manifest is bad input (exit 2), as for `soak bundle verify`
     res = make_tag(bundle_dir, tag, repo=repo, dry_run=dry_run, force=force, allow_not_ready=allow_not_ready)
     if res.dry_run:
         click.echo(f"[dry-run] would run: {shlex.join(res.command)}  (message on stdin)")
