@@ -157,11 +157,13 @@ def test_no_artifact_or_tag_message_holds_the_working_directory(tmp_path, git_re
     assert code == 0, err
     cwd = str(tmp_path.resolve())
     assert cwd not in out.split("message:", 1)[1]  # the tag message (the dry-run echo names --repo as given)
-    # the files the bundle generates (copied reports of other commands are shipped byte for byte: the
-    # delta verification report names its run by absolute path, a known gap outside the bundle's reach)
-    for f in (tmp_path / "release").rglob("*"):
-        if f.is_file() and (f.name in bundle.GENERATED or f.name == bundle.MANIFEST):
-            assert cwd not in f.read_text(errors="replace"), f
+    # every file of the bundle: the generated ones, the dashboard and the copied reports (the delta
+    # verification report names its run relative to the working directory)
+    files = [f for f in (tmp_path / "release").rglob("*") if f.is_file()]
+    assert {bundle.DASHBOARD, "DELTA_VERIFY_REPORT.json", "DELTA_VERIFY_REPORT.md"} <= {f.name for f in files}
+    for f in files:
+        assert cwd not in f.read_text(errors="replace"), f
+    assert "Run: `runs/" in (tmp_path / "release/v1.1.0/DELTA_VERIFY_REPORT.md").read_text()
     plan = (tmp_path / "release/v1.1.0/rollback_plan.md").read_text()
     assert "soak bundle verify release/v1.1.0" in plan and "git checkout v1.0.0" in plan
     assert "<" + "this bundle>" not in plan and "<bot dir>" not in plan and "<previous tag>" not in plan
@@ -169,7 +171,7 @@ def test_no_artifact_or_tag_message_holds_the_working_directory(tmp_path, git_re
     code, _o, err = run_cli(["bundle", run, "--out", tmp_path / "release" / "v1.2.0"], capsys)
     assert code == 0, err
     for f in (tmp_path / "release" / "v1.2.0").rglob("*"):
-        if f.is_file() and (f.name in bundle.GENERATED or f.name == bundle.MANIFEST):
+        if f.is_file():
             assert cwd not in f.read_text(errors="replace"), f
 
 

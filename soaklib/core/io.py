@@ -247,3 +247,16 @@ def write_json(path: str | os.PathLike, obj: Any, *, exclusive: bool = False, in
 
 def write_text(path: str | os.PathLike, text: str, *, exclusive: bool = False) -> None:
     atomic_write_bytes(path, text.encode("utf-8"), exclusive=exclusive)
+
+
+def display_path(p: str | os.PathLike) -> str:
+    """A path for artifacts and messages: relative to the working directory when below it, else its
+    name -- never the absolute path of the machine that wrote the artifact."""
+    p = Path(p)
+    if not p.is_absolute():
+        parts = [x for x in p.parts if x not in (".",)]
+        return Path(*parts).as_posix() if parts and ".." not in parts else p.name or "."
+    try:
+        return p.relative_to(Path.cwd()).as_posix() or "."
+    except ValueError:
+        return p.name

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from soaklib.core.io import display_path
 from soaklib.core.numbers import finite
 from soaklib.core.params import registry
 from soaklib.core.run import Run
@@ -191,7 +192,8 @@ def verify_records(records: list[Mapping[str, Any]], cfg: Mapping[str, Any], *, 
 
 def verify_run(run: Run, cfg: Mapping[str, Any], *, threshold: float | None = None) -> VerifyReport:
     """Verify a run opened with ``soaklib.store.loader.open_run``."""
-    rep = verify_records(list(run.records), cfg, run_path=str(run.path), threshold=threshold)
+    # the report names the run as the user would (never this machine's absolute path): it ships in bundles
+    rep = verify_records(list(run.records), cfg, run_path=display_path(run.path), threshold=threshold)
     for gap in run.gaps:
         msg = f"iteration {gap} missing from the run"
         if msg not in rep.warnings:

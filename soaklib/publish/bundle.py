@@ -30,6 +30,7 @@ from packaging.version import InvalidVersion, Version
 from soaklib.core import io as _io
 from soaklib.core.errors import CheckFailed, ConfigError, InputError, RecordError
 from soaklib.core.goals import goals_from_config, overall
+from soaklib.core.io import display_path  # tag and the CLI import it from here too
 from soaklib.core.kpis import KPI
 from soaklib.core.numbers import duration_seconds, finite
 from soaklib.core.params import registry
@@ -708,19 +709,6 @@ def find_previous(out: Path, version: Version, cfg: Mapping[str, Any]) -> tuple[
         if v < version and (best is None or v > best[0]):
             best = (v, d)
     return (best[1] if best else None), notes
-
-
-def display_path(p: str | os.PathLike) -> str:
-    """A path for artifacts and messages: relative to the working directory when below it, else its
-    name -- never the absolute path of the machine that built the bundle."""
-    p = Path(p)
-    if not p.is_absolute():
-        parts = [x for x in p.parts if x not in (".",)]
-        return Path(*parts).as_posix() if parts and ".." not in parts else p.name or "."
-    try:
-        return p.relative_to(Path.cwd()).as_posix() or "."
-    except ValueError:
-        return p.name
 
 
 def build_bundle(run_path: str | os.PathLike | Run, out: str | os.PathLike, cfg: Mapping[str, Any], *,
