@@ -324,3 +324,12 @@ def test_soak_run_runner_hbt_bad_scenario_is_one_line(tmp_path, capsys):
     assert code == 2 and not (tmp_path / "runs").exists()
     lines = err.strip().splitlines()
     assert len(lines) == 1 and str(f) in lines[0] and "market.levels" in lines[0], err
+
+
+def test_backtest_is_deterministic_across_repeats(cache):
+    """hftbacktest's order map iterates in a random hash order (new per map); the strategy must not
+    depend on it (it once did: p95 latency and fills varied between identical runs on this window)."""
+    m = cache.get("default", 3, 0, 3600.0)
+    dump = (lambda r: json.dumps([r.kpis, r.runtime_guards, r.extra["fills_with_cancel_in_flight"]],
+                                 sort_keys=True, default=str))
+    assert len({dump(B.run_iteration({}, m, CFG)) for _ in range(5)}) == 1

@@ -169,6 +169,7 @@ def mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
     ring_v = np.zeros(_RING)
     ring_i = 0
     rn = 0
+    scan_ids = np.zeros(4 * _SLOTS, np.uint64)
     buf_on = False
     frozen = False
     gs = K.guard_state()
@@ -237,9 +238,23 @@ def mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
                 sl_sub[s] = now
                 n_sent_unacked += 1
         # ---- 2. order scan: acknowledgements and fills ----
+        # hftbacktest's order map iterates in hash order, which varies between runs: scan by order
+        # id so the fills log, the latency ring and the response-latency cursor are deterministic
+        n_ids = 0
         values = hbt.orders(0).values()
         while values.has_next():
-            o = values.get()
+            if n_ids < scan_ids.size:
+                scan_ids[n_ids] = values.get().order_id
+                n_ids += 1
+            else:
+                values.get()
+                stats[ST_OVERFLOW] = 1.0
+        scan_ids[:n_ids].sort()
+        od = hbt.orders(0)
+        for j_id in range(n_ids):
+            o = od.get(scan_ids[j_id])
+            if o is None:
+                continue
             oid = o.order_id
             s = int(oid % _SLOTS)
             if sl_id[s] != oid:
