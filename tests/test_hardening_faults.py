@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import require_tool, run_cli
 from test_bundle import make_reported_run, ramp
 
 from soaklib.core import io as _io
@@ -259,6 +259,87 @@ def test_reap_spares_a_recycled_pid(tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+def _detaching_bot(tmp_path: Path) -> tuple[str, Path]:
+    """A bot whose child clears its environment (``env -i``: no token), leaves the session (``setsid``:
+    no process group) and double-forks (no parent to find it by): the grandchild sleeps, its pid
+    appended to a file. The bot waits for that pid, then reports (or, with BOT_HANG, hangs)."""
+    env_tool, setsid = require_tool("env"), require_tool("setsid")
+    pids = tmp_path / "detached.pid"
+    detach = tmp_path / "detach.py"
+    detach.write_text(textwrap.dedent("""
+        import os, sys, time
+        if os.fork():
+            os._exit(0)
+        if os.fork():
+            os._exit(0)
+        with open(sys.argv[1], "a") as f:
+            f.write(f"{os.getpid()}\\n")
+        time.sleep(300)
+    """))
+    bot = tmp_path / "detaching_bot.py"
+    bot.write_text(textwrap.dedent(f"""
+        import json, os, subprocess, sys, time
+        pids = {str(pids)!r}
+        before = open(pids).read().count("\\n") if os.path.exists(pids) else 0
+        subprocess.run([{env_tool!r}, "-i", {setsid!r}, sys.executable, {str(detach)!r}, pids], check=True)
+        while not os.path.exists(pids) or open(pids).read().count("\\n") == before:
+            time.sleep(0.01)
+        if os.environ.get("BOT_HANG"):
+            time.sleep(120)
+        json.dump({{"totals": {json.dumps(GOOD_TOTALS)}}}, open(os.environ["SOAK_OUTPUT"], "w"))
+    """))
+    return f"{sys.executable} {bot}", pids
+
+
+def test_detached_env_cleared_grandchild_dies_with_its_iteration(tmp_path, capsys):
+    """The normal end of each iteration leaves nothing the bot started alive (soak is the subreaper)."""
+    cmd, pids = _detaching_bot(tmp_path)
+    code, _o, err = run_cli(["run", "--runner", cmd, "--iterations", 2, "--runs-dir", tmp_path / "runs"], capsys)
+    assert code == 0, err
+    detached = [int(x) for x in pids.read_text().split()]
+    assert len(detached) == 2 and not any(_alive(p) for p in detached)  # killed and reaped, not left dying
+    assert not list((tmp_path / "runs").glob(f"*/{supervisor.WORK_DIR}/{supervisor.PIDFILE}"))
+
+
+def test_kill_9_of_soak_then_resume_kills_the_detached_grandchild(tmp_path):
+    """kill -9 of soak mid-iteration: the env -i / setsid / double-forked grandchild carries no token and
+    has init as parent; its pid and start time recorded in the run dir let --resume kill it."""
+    cmd, pids = _detaching_bot(tmp_path)
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "soaklib", "run", "--runner", cmd, "--iterations", "2",
+                             "--iteration-timeout", "100", "--runs-dir", str(runs)],
+                            env=dict(os.environ, BOT_HANG="1"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        child, run = None, None
+        while time.time() < deadline:  # until the grandchild is in the run dir's record
+            if child is None and pids.exists() and pids.read_text().strip():
+                child = int(pids.read_text().split()[0])
+            if child is not None and run is None:
+                run = next((d for d in runs.iterdir() if rundir.RUN_ID_RE.match(d.name)), None)
+            try:
+                recorded = json.loads(supervisor.pidfile(run).read_text())["procs"] if run else []
+            except (OSError, ValueError):
+                recorded = []
+            if child is not None and child in [p for p, _st in recorded]:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the detached grandchild was never recorded")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert _alive(child)  # what a kill -9 of soak leaves behind: no token, not below any bot process
+    res = subprocess.run([sys.executable, "-m", "soaklib", "run", "--resume", str(run)], capture_output=True,
+                         text=True, timeout=120, env={k: v for k, v in os.environ.items() if k != "BOT_HANG"})
+    assert res.returncode == 0, res.stderr
+    assert _wait_dead([child], timeout=5)
+    detached = [int(x) for x in pids.read_text().split()]
+    assert len(detached) == 3 and not any(_alive(p) for p in detached)  # the resume's own, too
+    assert _io.read_json(run / rundir.MANIFEST)["status"] == "completed"
+    assert len(open_run(run).records) == 2
 
 
 # --- 11: out-of-bounds echoes are flagged, never sent back ----------------------------------------

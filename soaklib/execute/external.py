@@ -107,28 +107,37 @@ class CommandRunner:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def _wait(self, proc: subprocess.Popen, token: str) -> tuple[int | None, bool]:
+    def _wait(self, proc: subprocess.Popen, sup: supervisor.Supervision) -> tuple[int | None, bool]:
         """(returncode, timed_out). On timeout: SIGTERM to the group, SIGKILL to the whole tree after
-        the grace. Whatever the bot started (setsid children too) is killed when it ends."""
+        the grace. While waiting, the bot's processes are recorded as they appear (for a resume after a
+        kill -9 of soak); whatever it started (setsid, env -i, double-forked) is killed when the
+        Supervision ends."""
+        deadline = time.monotonic() + self.timeout_s
         try:
-            rc = proc.wait(timeout=self.timeout_s)
+            while True:
+                try:
+                    rc = proc.wait(timeout=max(0.0, min(supervisor.REFRESH_S, deadline - time.monotonic())))
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() >= deadline:
+                        raise
+                    sup.refresh()
         except subprocess.TimeoutExpired:
             self._kill_group(proc, signal.SIGTERM)
             try:
                 proc.wait(timeout=self.term_grace_s)
             except subprocess.TimeoutExpired:
                 pass
-            supervisor.kill_tree(proc.pid, token)
+            supervisor.kill_tree(proc.pid, sup.token)
             proc.wait()
             return proc.returncode, True
         except BaseException:
             # Ctrl-C / SIGTERM of soak: the bot runs in its own session and would outlive us
-            supervisor.kill_tree(proc.pid, token)
+            supervisor.kill_tree(proc.pid, sup.token)
             proc.wait()
             raise
-        # stray children of a finished bot: its group, and by token those that left it (setsid)
+        # stray children of a finished bot: its group now; the rest when the Supervision ends
         self._kill_group(proc, signal.SIGKILL)
-        supervisor.kill_tree(None, token)
         return rc, False
 
     # -- one iteration ------------------------------------------------------------------------
@@ -155,20 +164,18 @@ class CommandRunner:
         err_log = work / "stderr.log"
         try:
             with open(work / "stdout.log", "wb") as out_fh, open(err_log, "wb") as err_fh:
-                # the token is on disk before the bot starts, its pid right after: a resume after a
-                # kill -9 of soak finds whatever it left running
-                supervisor.record(run_dir, None, token)
-                proc = subprocess.Popen(self.argv, env=env, stdin=subprocess.DEVNULL, stdout=out_fh, stderr=err_fh,
-                                        start_new_session=True, close_fds=True)
-                try:
-                    supervisor.record(run_dir, proc.pid, token)
-                    rc, timed_out = self._wait(proc, token)
-                except BaseException:
-                    supervisor.kill_tree(proc.pid, token)
-                    proc.wait()
-                    raise
-                finally:
-                    supervisor.forget(run_dir)
+                # token, pid and the bot's processes on disk (RUN/.runner/bot.json) while it runs: a
+                # resume after a kill -9 of soak finds whatever it left running
+                with supervisor.Supervision(run_dir, token) as sup:
+                    proc = subprocess.Popen(self.argv, env=env, stdin=subprocess.DEVNULL, stdout=out_fh,
+                                            stderr=err_fh, start_new_session=True, close_fds=True)
+                    try:
+                        sup.started(proc.pid)
+                        rc, timed_out = self._wait(proc, sup)
+                    except BaseException:
+                        supervisor.kill_tree(proc.pid, token)
+                        proc.wait()
+                        raise
         except OSError as exc:
             return RunnerOutput.failed(f"cannot start the runner command: {exc.strerror or exc}",
                                        elapsed_s=time.perf_counter() - t0)
