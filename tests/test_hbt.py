@@ -2,8 +2,8 @@
 a direct hftbacktest run reproducing an iteration, queue/latency behaviour, bad input, the market
 cache and `soak run --runner hbt` end to end.
 
-Short windows keep the file fast and small on disk; the strategy's JIT compile (hftbacktest's
-jitclass cannot be cached by numba) is paid once per pytest process. Every market goes to a tmp cache.
+Short windows keep the file fast and small on disk; the strategy's machine code is numba-cached
+(it calls hftbacktest through soaklib.sim.hbt.binding). Every market goes to a tmp cache.
 """
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ def test_golden_direct_hftbacktest_run_reproduces_iteration(market, tmp_path):
              .trading_value_fee_model(-s["maker_rebate_bps"] * 1e-4, s["taker_fee_bps"] * 1e-4)
              .tick_size(market.meta["tick"]).lot_size(market.meta["lot"]))
     bt = HashMapMarketDepthBacktest([asset])
-    ST.mm_strategy(bt, P, C2, lat_rows, fi2, ff2, lats2, ages2, st2)
+    ST.mm_strategy(bt.ptr, P, C2, lat_rows, fi2, ff2, lats2, ages2, st2)  # the backtest's address
     pos = bt.position(0)
     bt.close()
     n = int(st[ST.ST_NFILL])

@@ -23,6 +23,7 @@ from soaklib.core.config import load_config
 from soaklib.core.errors import ConfigError
 from soaklib.core.params import registry
 from soaklib.core.sections import check_section, validate_sim_config
+from soaklib.sim.hbt import binding as HB
 from soaklib.sim.hbt import strategy as ST
 from soaklib.sim.hbt.generator import Market
 from soaklib.sim.kernels import strategy_constants
@@ -99,14 +100,14 @@ def run_raw(params: Mapping[str, Any], market: Market, cfg: Mapping[str, Any]):
     scale = 1
     while True:
         flat, P, C, lat_rows, fi, ff, lats, ages, stats = strategy_inputs(params, market, cfg, scale)
-        hbt = make_backtest(market, cfg)
+        bt = make_backtest(market, cfg).ptr
         try:
-            ST.mm_strategy(hbt, P, C, lat_rows, fi, ff, lats, ages, stats)
-            sv = hbt.state_values(0)
-            end = {"position": float(sv.position), "balance": float(sv.balance), "fee": float(sv.fee),
-                   "num_trades": int(sv.num_trades), "trading_value": float(sv.trading_value)}
+            ST.mm_strategy(bt, P, C, lat_rows, fi, ff, lats, ages, stats)
+            sv = HB.state_values(bt, 0)[0]
+            end = {"position": float(sv["position"]), "balance": float(sv["balance"]), "fee": float(sv["fee"]),
+                   "num_trades": int(sv["num_trades"]), "trading_value": float(sv["trading_value"])}
         finally:
-            hbt.close()
+            HB.close(bt)
         full = stats[ST.ST_OVERFLOW] or stats[ST.ST_NLAT] >= len(lats) or stats[ST.ST_NAGE] >= len(ages)
         if not full or scale >= 64:
             return flat, C, fi, ff, lats, ages, stats, end

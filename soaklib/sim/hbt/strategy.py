@@ -1,7 +1,9 @@
 """The market-making strategy as numba code against hftbacktest's API (DESIGN §6, issue 12).
 
-``mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats)`` runs a whole window on the
-backtest clock and fills the output arrays; it draws no random numbers (nothing to share with the
+``mm_strategy(bt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats)`` runs a whole window on the
+backtest clock and fills the output arrays (``bt``: the backtest's address,
+``HashMapMarketDepthBacktest(...).ptr``; it calls hftbacktest through ``binding``, so numba caches
+its machine code and a fresh process does not recompile it); it draws no random numbers (nothing to share with the
 market stream). ``run_iteration`` (backtest.py) is a thin wrapper around exactly this function, so
 a direct hftbacktest run of it on a stored window reproduces an iteration's fills and position.
 
@@ -27,6 +29,7 @@ import numpy as np
 from numba import njit
 
 from soaklib.sim import kernels as K
+from soaklib.sim.hbt import binding as HB
 
 # params vector (registry order)
 P_MIN_INTERVAL, P_REPLACE_RATE, P_SPREAD_DELTA, P_TAIL_AGE, P_IMPACT_CAP, P_MAX_DELTA, P_CONCURRENCY = range(7)
@@ -110,10 +113,10 @@ def _open_slot(oid, side, now, sub, taker, sl_id, sl_side, sl_enq, sl_sub, sl_ac
     return s
 
 
-@njit  # not cache=True: hftbacktest's jitclass holds ctypes pointers, so numba cannot cache this (compiled per process)
-def mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
-    tick = hbt.depth(0).tick_size
-    lot = hbt.depth(0).lot_size
+@njit(cache=True)
+def mm_strategy(bt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
+    tick = HB.depth_tick_size(HB.depth(bt, 0))
+    lot = HB.depth_lot_size(HB.depth(bt, 0))
     step = int(C[C_STEP_MS] * 1e6)
     qlim = C[C_QLIM]
     size = max(lot, math.floor(P[P_IMPACT_CAP] * qlim / lot + 0.5) * lot)
@@ -187,9 +190,9 @@ def mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
     last_t = np.int64(0)
     wait = step
     while True:
-        if hbt.elapse(wait) != 0:
+        if HB.elapse(bt, wait) != 0:
             break
-        now = hbt.current_timestamp
+        now = HB.current_timestamp(bt)
         if now >= t_end:
             break
         dt = now - last_t if last_t > 0 else np.int64(0)  # before the first elapse the clock is a sentinel
@@ -217,9 +220,9 @@ def mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
             gw_tok -= 1.0
             stats[ST_MSGS] += 1
             if k == 3:
-                o = hbt.orders(0).get(oid)
-                if o is not None and o.cancellable:
-                    hbt.cancel(0, oid, False)
+                a = HB.orders_get(HB.orders(bt, 0), oid)
+                if a != 0 and HB.cancellable(HB.order(a)):
+                    HB.cancel(bt, 0, oid, False)
                     sl_cxl[s] = False
                     sl_csent[s] = True
                 else:
@@ -232,29 +235,32 @@ def mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
                     stats[ST_QUEUE_WAIT_MAX] = w
                 tif = IOC_ if sl_taker[s] else GTX_
                 if k == 1:
-                    hbt.submit_buy_order(0, oid, q_px[j] * tick, q_qty[j], tif, LIMIT_, False)
+                    HB.submit_buy_order(bt, 0, oid, q_px[j] * tick, q_qty[j], tif, LIMIT_, False)
                 else:
-                    hbt.submit_sell_order(0, oid, q_px[j] * tick, q_qty[j], tif, LIMIT_, False)
+                    HB.submit_sell_order(bt, 0, oid, q_px[j] * tick, q_qty[j], tif, LIMIT_, False)
                 sl_sub[s] = now
                 n_sent_unacked += 1
         # ---- 2. order scan: acknowledgements and fills ----
         # hftbacktest's order map iterates in hash order, which varies between runs: scan by order
         # id so the fills log, the latency ring and the response-latency cursor are deterministic
         n_ids = 0
-        values = hbt.orders(0).values()
-        while values.has_next():
+        values = HB.orders_values(HB.orders(bt, 0))
+        while True:
+            a = HB.orders_values_next(values)
+            if a == 0:
+                break
             if n_ids < scan_ids.size:
-                scan_ids[n_ids] = values.get().order_id
+                scan_ids[n_ids] = HB.order(a)[0].order_id
                 n_ids += 1
             else:
-                values.get()
                 stats[ST_OVERFLOW] = 1.0
         scan_ids[:n_ids].sort()
-        od = hbt.orders(0)
+        od = HB.orders(bt, 0)
         for j_id in range(n_ids):
-            o = od.get(scan_ids[j_id])
-            if o is None:
+            a = HB.orders_get(od, scan_ids[j_id])
+            if a == 0:
                 continue
+            o = HB.order(a)[0]  # a view: fields are read from hftbacktest's memory when used
             oid = o.order_id
             s = int(oid % _SLOTS)
             if sl_id[s] != oid:
@@ -295,7 +301,7 @@ def mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
                         fills_i[nf, FI_LOCAL_TS] = now
                         fills_i[nf, FI_ORDER_ID] = np.int64(oid)
                         fills_f[nf, FF_SIDE] = 1.0 if o.side == 1 else -1.0
-                        fills_f[nf, FF_MAKER] = 1.0 if o.arr[0].maker else 0.0
+                        fills_f[nf, FF_MAKER] = 1.0 if o.maker else 0.0
                         fills_f[nf, FF_PRICE] = o.exec_price_tick * tick
                         fills_f[nf, FF_QTY] = x
                         fills_f[nf, FF_TOUCH] = sl_touch[s]
@@ -315,16 +321,16 @@ def mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
                 if oid == rescue_id:
                     rescue_id = np.uint64(0)
                 sl_id[s] = np.uint64(0)
-            elif sl_cxl[s] and sl_cxl_rel[s] and o.cancellable:
+            elif sl_cxl[s] and sl_cxl_rel[s] and HB.cancellable(HB.order(a)):
                 # a cancel that found its order busy: send it now (it already paid its queue slot)
-                hbt.cancel(0, oid, False)
+                HB.cancel(bt, 0, oid, False)
                 sl_cxl[s] = False
                 sl_csent[s] = True
-        hbt.clear_inactive_orders(0)
-        q = hbt.position(0)
-        depth = hbt.depth(0)
-        bb = depth.best_bid_tick
-        ba = depth.best_ask_tick
+        HB.clear_inactive_orders(bt, 0)
+        q = HB.position(bt, 0)
+        depth = HB.depth(bt, 0)
+        bb = HB.depth_best_bid_tick(depth)
+        ba = HB.depth_best_ask_tick(depth)
         if bb <= -(1 << 62) or ba >= (1 << 62) or ba <= bb:
             wait = step
             continue
@@ -351,10 +357,10 @@ def mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
                     cross = C[C_RESCUE_CROSS_BPS] * 1e-4 * mid / tick
                     if q > 0:
                         sl_touch[s] = bb * tick
-                        hbt.submit_sell_order(0, oid, (bb - cross) * tick, x, IOC_, LIMIT_, False)
+                        HB.submit_sell_order(bt, 0, oid, (bb - cross) * tick, x, IOC_, LIMIT_, False)
                     else:
                         sl_touch[s] = ba * tick
-                        hbt.submit_buy_order(0, oid, (ba + cross) * tick, x, IOC_, LIMIT_, False)
+                        HB.submit_buy_order(bt, 0, oid, (ba + cross) * tick, x, IOC_, LIMIT_, False)
                     n_sent_unacked += 1
                     gw_tok -= 1.0  # the hedge jumps the queue but still uses the gateway's budget
                     stats[ST_MSGS] += 1
@@ -444,6 +450,6 @@ def mm_strategy(hbt, P, C, lat_rows, fills_i, fills_f, lats, ages, stats):
     stats[ST_FREEZE_COUNT] = gs[K.GS_COUNT]
     stats[ST_FREEZE_ACTIVE] = 1.0 if frozen else 0.0
     stats[ST_BUF_ACTIVE_END] = 1.0 if buf_on else 0.0
-    stats[ST_POSITION] = hbt.position(0)
+    stats[ST_POSITION] = HB.position(bt, 0)
     stats[ST_T_END] = now
     return nf
