@@ -10,10 +10,10 @@ from soaklib.core import options
 from soaklib.core.config import run_config
 from soaklib.core.errors import CheckFailed
 from soaklib.core.goals import FAIL, INCONCLUSIVE, WARN
-from soaklib.judge.gate import evaluate
+from soaklib.judge.gate import evaluate_run
 from soaklib.publish.markdown import gate_markdown
 from soaklib.store.loader import open_run
-from soaklib.store.rundir import GATE, REPORTS_DIR, write_errors
+from soaklib.store.rundir import BASELINE_DIR, GATE, MANIFEST, REPORTS_DIR, write_errors
 
 
 @click.command("gate")
@@ -23,9 +23,12 @@ from soaklib.store.rundir import GATE, REPORTS_DIR, write_errors
 @click.option("--summary-md", type=click.Path(dir_okay=False),
               help="also write the Markdown summary here (e.g. $GITHUB_STEP_SUMMARY; appended to)")
 @click.option("--fail-on-warn", is_flag=True, help="exit 1 on WARN too")
+@click.option("--baseline", "baseline_run", default=None, type=click.Path(), metavar="RUN",
+              help="judge non-inferiority against this run on the same (seed, window) pairs "
+                   "(default: the run's own baseline arm, RUN/baseline, when it has a confirmation phase)")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file overriding defaults")
 def command(run: str, last_n: int | None, summary_md: str | None, fail_on_warn: bool,
-            config_path: str | None) -> None:
+            baseline_run: str | None, config_path: str | None) -> None:
     """Evaluate the KPI goals over the run's last N ok iterations.
 
     Writes RUN/reports/analysis/GATE.json. Exit 0 on PASS or WARN, 1 on FAIL or INCONCLUSIVE
@@ -33,7 +36,9 @@ def command(run: str, last_n: int | None, summary_md: str | None, fail_on_warn: 
     """
     r = open_run(run)
     cfg = run_config(r, config_path)
-    res = evaluate(r.iterations, cfg, last_n)
+    base_path = baseline_run if baseline_run is not None else Path(r.path) / BASELINE_DIR
+    base = open_run(base_path) if baseline_run is not None or (Path(base_path) / MANIFEST).is_file() else None
+    res = evaluate_run(r, cfg, last_n, baseline=base)
     # the gate already names excluded failed iterations
     res.notes.extend(f"loader: {w}" for w in r.warnings if not w.startswith("failed iterations"))
     out = Path(r.path) / REPORTS_DIR / GATE

@@ -18,6 +18,7 @@ from soaklib.core.text import fmt_num
 from soaklib.execute import runners
 from soaklib.publish.metrics import LiveExporter
 from soaklib.sim.scenario import load_scenario
+from soaklib.store.rundir import OVERRIDES
 from soaklib.tune import loop as soak
 
 
@@ -110,8 +111,13 @@ def _sigterm(signum, frame):  # turn SIGTERM into the same clean stop as Ctrl-C
 @click.option("--on-failure", default=None, metavar="[continue|stop]", help="continue | stop (default: run.on_failure)")
 @click.option("--resume", "resume_dir", default=None, type=click.Path(), metavar="RUN", help="continue an interrupted run dir")
 @click.option("--duration-s", default=None, metavar="SECONDS", help="simulated seconds per iteration")
+@click.option("--baseline", default=None, metavar="NAME|FILE|RUN",
+              help="auto-tune: the baseline run on the confirmation windows (a profile, or a run's final "
+                   "parameters; default: the starting profile)")
+@click.option("--confirm-iterations", default=None, metavar="K",
+              help="auto-tune: frozen iterations on fresh windows after tuning (default: confirm.iterations; 0: none)")
 def command(iterations, auto_tune, runner_spec, scenario, profile, seed, config_path, runs_dir, metrics_port,
-            iteration_timeout, on_failure, resume_dir, duration_s) -> int:
+            iteration_timeout, on_failure, resume_dir, duration_s, baseline, confirm_iterations) -> int:
     """Run a soak: N iterations of the strategy, auto-tuning between them, into runs/<id>/."""
     # every number within its bounds (core.options: the config schema's, so an option obeys the limit
     # the config file does); a bad value is one line "soak: error: ..." with exit 2, before any run dir
@@ -120,6 +126,7 @@ def command(iterations, auto_tune, runner_spec, scenario, profile, seed, config_
     metrics_port = options.parse("--metrics-port", metrics_port)
     iteration_timeout = options.parse("--iteration-timeout", iteration_timeout)
     duration_s = options.parse("--duration-s", duration_s)
+    confirm_iterations = options.parse("--confirm-iterations", confirm_iterations)
     if on_failure is not None and on_failure not in ("continue", "stop"):
         raise InputError(f"expected 'continue' or 'stop', got {on_failure!r}", field="--on-failure")
 
@@ -129,7 +136,8 @@ def command(iterations, auto_tune, runner_spec, scenario, profile, seed, config_
     if resume_dir is not None:
         given = {"--iterations": iterations, "--auto-tune": auto_tune, "--scenario": scenario, "--profile": profile,
                  "--seed": seed, "--config": config_path, "--on-failure": on_failure, "--duration-s": duration_s,
-                 "--iteration-timeout": iteration_timeout}
+                 "--iteration-timeout": iteration_timeout, "--baseline": baseline,
+                 "--confirm-iterations": confirm_iterations}
         clash = [k for k, v in given.items() if v is not None] + (["--runner"] if runner_spec != "sim" else [])
         if clash:
             raise InputError(f"{', '.join(clash)} cannot be combined with --resume (a run resumes with its own "
@@ -156,6 +164,11 @@ def command(iterations, auto_tune, runner_spec, scenario, profile, seed, config_
             scen = _resolve_scenario(scenario if scenario is not None else rc["scenario"])
             prof = profile if profile is not None else rc["profile"]
             values = load_profile(prof, registry(cfg))
+            base = None
+            if baseline is not None:
+                # a run dir: the parameters it ended with (what it would ship); else a profile
+                bsrc = Path(baseline) / OVERRIDES if Path(baseline).is_dir() else baseline
+                base = (str(baseline), load_profile(str(bsrc), registry(cfg)))
             if runner_spec == "sim":
                 _check_scenario(scen, cfg)
             runner = runners.make_runner(runner_spec, scenario=scen, duration_s=float(rc["duration_s"]), config=cfg,
@@ -166,7 +179,8 @@ def command(iterations, auto_tune, runner_spec, scenario, profile, seed, config_
             res = soak.run_soak(runs_dir=runs_dir, iterations=n, cfg=cfg, profile_name=str(prof),
                                 profile_values=values, seed=int(seed if seed is not None else rc["seed"]),
                                 scenario=scen, auto_tune=bool(auto_tune), duration_s=float(rc["duration_s"]),
-                                runner=runner, runner_label=runner_spec, observers=observers)
+                                runner=runner, runner_label=runner_spec, observers=observers,
+                                confirm_iterations=confirm_iterations, baseline=base)
         else:
             if metrics_port is not None:
                 exporter = _exporter(metrics_port, None)

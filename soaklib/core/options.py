@@ -26,6 +26,7 @@ OPTIONS: dict[str, str | dict[str, Any]] = {
     "--seed": "run.seed",
     "--duration-s": "run.duration_s",
     "--iteration-timeout": "run.iteration_timeout_s",
+    "--confirm-iterations": "confirm.iterations",
     "--last-n": "report.last_n",
     "--threshold": "verify.threshold",
     "--metrics-port": _PORT,

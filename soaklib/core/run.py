@@ -76,7 +76,7 @@ class Run:
 
 def iterations_frame(records: Iterable[Mapping[str, Any]]):
     """One row per record (index ``iteration``): numeric summary KPIs (NaN when failed or not
-    measured), then ``status`` and ``kpi_verdict``."""
+    measured), then ``status``, ``kpi_verdict`` and (runs with a confirmation phase) ``phase``."""
     recs = list(records)
     extra: set[str] = set()
     for r in recs:
@@ -91,8 +91,11 @@ def iterations_frame(records: Iterable[Mapping[str, Any]]):
         row = {k: (math.nan if failed else finite_or(s.get(k), math.nan)) for k in cols}
         row["status"] = r.get("status", "ok")
         row["kpi_verdict"] = s.get("kpi_verdict")
+        row["phase"] = r.get("phase")
         rows.append(row)
-    df = pd.DataFrame(rows, columns=cols + ["status", "kpi_verdict"],
+    # a run with a confirmation phase has a phase column (tune / confirm); other runs' frames are unchanged
+    tail = ["status", "kpi_verdict"] + (["phase"] if any(r.get("phase") for r in recs) else [])
+    df = pd.DataFrame(rows, columns=cols + tail,
                       index=pd.Index([int(r["iteration"]) for r in recs], name="iteration"))
     df[cols] = df[cols].astype(float)
     return df

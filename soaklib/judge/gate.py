@@ -2,17 +2,20 @@
 
 Statuses per goal: PASS, WARN (meets ``hard``, misses ``soft``), FAIL (misses ``hard``),
 INCONCLUSIVE (KPI missing or all-NaN, or fewer than ``last_n`` ok iterations). Missing data is never
-a pass. A window shorter than ``last_n`` is still evaluated on what exists and says so: if that
+a pass. A run with a confirmation phase is judged on that phase (all of it, whatever ``last_n``), and
+``evaluate_run`` adds non-inferiority against the baseline arm (PnL per hour, risk-adjusted PnL):
+no run passes by trading less. A window shorter than ``last_n`` is still evaluated on what exists and says so: if that
 partial data already misses ``hard`` the goal FAILs (a bad run is bad however short), otherwise it is
 INCONCLUSIVE. Overall verdict: FAIL > INCONCLUSIVE > WARN > PASS.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from soaklib.core.errors import ConfigError, RecordError
@@ -28,7 +31,9 @@ from soaklib.core.goals import (
     goals_from_config,
     overall,
 )
+from soaklib.core.run import Run
 from soaklib.core.text import fmt_num
+from soaklib.judge.compare import hodges_lehmann_paired, kpi_value, pairs
 
 
 @dataclass
@@ -36,7 +41,7 @@ class GoalResult:
     kpi: str
     agg: str
     op: str
-    hard: float
+    hard: float | None
     soft: float | None
     value: float | None
     status: str
@@ -154,6 +159,13 @@ def evaluate(frame: Any, cfg: Mapping[str, Any], last_n: int | None = None) -> G
     notes: list[str] = []
 
     df = frame.sort_index()
+    if "phase" in df.columns and (df["phase"] == "confirm").any():
+        # what ships is what was validated: the frozen parameters on fresh windows, nothing earlier
+        df = df[df["phase"] == "confirm"]
+        if last_n is not None and last_n != len(df):
+            notes.append(f"last_n={last_n} ignored: the run has a confirmation phase")
+        n_wanted = len(df)
+        notes.append(f"judged on the confirmation phase ({len(df)} iterations, parameters frozen, fresh windows)")
     if "status" in df.columns:
         ok_mask = df["status"].astype(str) == "ok"
         failed = [int(i) for i in df.index[~ok_mask]]
@@ -251,3 +263,101 @@ def _ranges(nums: list[int]) -> str:
         out.append(str(nums[i]) if i == j else f"{nums[i]}-{nums[j]}")
         i = j + 1
     return ", ".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# non-inferiority against the baseline arm (same seeds and windows)
+
+PNL_VS_BASELINE = "pnl_per_hour_vs_baseline"
+RISK_ADJ_VS_BASELINE = "risk_adjusted_pnl_vs_baseline"
+
+
+def _ni_status(est: float, lo: float, margin: float) -> str:
+    """PASS: the interval rules out worse-by-the-margin; FAIL: the estimate itself is worse than the
+    margin (non-inferiority not shown and more likely violated than not); INCONCLUSIVE otherwise."""
+    if lo >= -margin:
+        return PASS
+    if est < -margin:
+        return FAIL
+    return INCONCLUSIVE
+
+
+def baseline_goals(candidate: Sequence[Mapping[str, Any]], baseline: Sequence[Mapping[str, Any]] | None,
+                   cfg: Mapping[str, Any]) -> list[GoalResult]:
+    """Non-inferiority of the candidate's windows against the baseline's on the same (seed, window).
+
+    PnL per hour: the paired Hodges–Lehmann interval of candidate − baseline at ``[compare]
+    confidence`` must not reach below −margin (margin = ``pnl_per_hour_margin_rel`` × |baseline
+    median|): PASS when it does not, FAIL when the estimate is below −margin, INCONCLUSIVE otherwise. Risk-adjusted
+    PnL (mean/sd of the hourly PnL over the windows): the same rule on a paired bootstrap interval.
+    Fewer pairs than ``[compare] min_pairs`` or no baseline: INCONCLUSIVE, never PASS.
+    """
+    sec, conf = cfg["confirm"], float(cfg["compare"]["confidence"])
+    if baseline is None:
+        why = "no baseline: run an auto-tuned soak (it runs one) or give --baseline"
+        return [GoalResult(k, "interval", ">=", None, None, None, INCONCLUSIVE, 0, why)
+                for k in (PNL_VS_BASELINE, RISK_ADJ_VS_BASELINE)]
+    both = [(kpi_value(b, "pnl_per_hour"), kpi_value(c, "pnl_per_hour")) for b, c in pairs(baseline, candidate)]
+    both = [(b, c) for b, c in both if b is not None and c is not None]
+    n = len(both)
+    need = int(cfg["compare"]["min_pairs"])
+    if n < need:
+        why = f"{n} paired window(s) with PnL in both arms, fewer than [compare] min_pairs={need}"
+        return [GoalResult(k, "interval", ">=", None, None, None, INCONCLUSIVE, n, why)
+                for k in (PNL_VS_BASELINE, RISK_ADJ_VS_BASELINE)]
+    b = np.array([x[0] for x in both])
+    c = np.array([x[1] for x in both])
+    out = []
+    d = c - b
+    margin = float(sec["pnl_per_hour_margin_rel"]) * abs(float(np.median(b)))
+    est, lo, hi = (0.0, 0.0, 0.0) if np.all(d == 0) else hodges_lehmann_paired(d, conf)
+    out.append(GoalResult(PNL_VS_BASELINE, "hl_lower", ">=", round(-margin, 10), None, round(lo, 10),
+                          _ni_status(est, lo, margin), n,
+                          f"candidate − baseline {est:+.4g}/h [{lo:.4g}, {hi:.4g}] at {conf:.0%}, "
+                          f"margin {margin:.4g}/h"))
+
+    def ratio(x: np.ndarray) -> float:
+        sd = float(np.std(x, ddof=1))
+        return float(np.mean(x)) / sd if sd > 0 else math.nan
+
+    rb, rc = ratio(b), ratio(c)
+    if not (math.isfinite(rb) and math.isfinite(rc)):
+        out.append(GoalResult(RISK_ADJ_VS_BASELINE, "bootstrap_lower", ">=", None, None, None, INCONCLUSIVE, n,
+                              "hourly PnL without spread in an arm: no risk-adjusted figure"))
+        return out
+    rng = np.random.default_rng(int(sec["bootstrap_seed"]))
+    idx = rng.integers(0, n, size=(int(sec["bootstrap_resamples"]), n))
+    bs, cs = b[idx], c[idx]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        diff = cs.mean(1) / cs.std(1, ddof=1) - bs.mean(1) / bs.std(1, ddof=1)
+    diff = diff[np.isfinite(diff)]
+    a = (1.0 - conf) / 2.0
+    lo_r, hi_r = float(np.quantile(diff, a)), float(np.quantile(diff, 1.0 - a))
+    margin_r = float(sec["risk_adjusted_margin_rel"]) * abs(rb)
+    out.append(GoalResult(RISK_ADJ_VS_BASELINE, "bootstrap_lower", ">=", round(-margin_r, 10), None, round(lo_r, 10),
+                          _ni_status(rc - rb, lo_r, margin_r), n,
+                          f"mean/sd of hourly PnL {rc:.4g} vs baseline {rb:.4g}; difference [{lo_r:.4g}, {hi_r:.4g}] "
+                          f"at {conf:.0%}, margin {margin_r:.4g}"))
+    return out
+
+
+def confirm_records(run: Run) -> list[Mapping[str, Any]]:
+    """The run's confirmation-phase records (all records when it has none)."""
+    recs = [r for r in run.records if r.get("phase") == "confirm"]
+    return recs or list(run.records)
+
+
+def evaluate_run(run: Run, cfg: Mapping[str, Any], last_n: int | None = None, *,
+                 baseline: Run | None = None) -> GateResult:
+    """The gate of a loaded run: the goals (on the confirmation phase when there is one) plus, when the
+    run has a baseline arm or ``baseline`` is given, non-inferiority against it on the same windows."""
+    res = evaluate(run.iterations, cfg, last_n)
+    has_phase = any(r.get("phase") == "confirm" for r in run.records)
+    if baseline is None and not has_phase:
+        res.notes.append("no baseline: non-inferiority (PnL per hour, risk-adjusted PnL) not judged; "
+                         "give --baseline RUN")
+        return res
+    extra = baseline_goals(confirm_records(run), confirm_records(baseline) if baseline is not None else None, cfg)
+    res.goals.extend(extra)
+    res.verdict = overall(g.status for g in res.goals)
+    return res

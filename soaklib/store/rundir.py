@@ -39,6 +39,7 @@ DELTA_VERIFY = "DELTA_VERIFY_REPORT"         # .json and .md
 AUDIT = "POST_SOAK_AUDIT"                    # .ipynb, .html, .md
 RECOMMENDATIONS = "RECOMMENDATIONS"          # .ipynb, .html, .md
 COMPARE = "COMPARE"                          # .json and .md
+BASELINE_DIR = "baseline"                    # the baseline arm of a run with a confirmation phase (a run dir)
 FAILURES = "FAILURES.md"
 METRICS_TEXTFILE = Path("metrics") / "soak.prom"
 # the earlier toolkit's layouts (read only): where its ITER_SUMMARY folder may sit under a given path,
@@ -97,15 +98,19 @@ def is_abandoned(path: Path) -> bool:
     return True
 
 
+def _remove_abandoned_dir(p: Path) -> None:
+    try:
+        (p / LOCK).unlink(missing_ok=True)
+        p.rmdir()
+    except OSError:
+        pass
+
+
 def _remove_abandoned(root: Path) -> None:
     # leftovers of our own creation attempts; anything else in the runs dir is left alone
     for p in root.iterdir() if root.is_dir() else ():
         if p.is_dir() and not p.is_symlink() and RUN_ID_RE.match(p.name) and is_abandoned(p):
-            try:
-                (p / LOCK).unlink(missing_ok=True)
-                p.rmdir()
-            except OSError:
-                pass
+            _remove_abandoned_dir(p)
 
 
 def new_run_id(now: float | None = None) -> str:
@@ -153,6 +158,25 @@ class RunDir:
             break
         else:  # pragma: no cover - 20 collisions of 32 random bits
             raise InputError("could not allocate a unique run directory", path=root)
+        return cls._start(path, run_id, manifest)
+
+    @classmethod
+    def create_at(cls, path: str | os.PathLike, run_id: str, manifest: Mapping[str, Any]) -> RunDir:
+        """Make the run dir ``path`` itself (an arm inside a run, e.g. ``RUN/baseline``); it must not
+        exist, except as what a process killed while creating it left (only ``.lock``)."""
+        p = Path(path)
+        if p.is_dir() and os.listdir(p) in ([], [LOCK]):
+            _remove_abandoned_dir(p)
+        try:
+            p.mkdir()
+        except FileExistsError:
+            raise InputError("already exists; refusing to overwrite", path=p) from None
+        except OSError as exc:
+            raise _oserror("create the run directory", p, exc) from None
+        return cls._start(p, run_id, manifest)
+
+    @classmethod
+    def _start(cls, path: Path, run_id: str, manifest: Mapping[str, Any]) -> RunDir:
         m = dict(manifest)
         m.update(schema_version=MANIFEST_SCHEMA, run_id=run_id, status="running", finished_utc=None,
                  iterations_done=0)

@@ -6,6 +6,12 @@ with the current parameters; the record is built, the tuner decides from the his
 TUNING_REPORT.json and runtime_overrides.json are rewritten. Everything a resumed run needs is
 derived from run.json and the records on disk, never from process state, so a run killed at any
 moment and resumed equals an uninterrupted one (records compared without wall-clock fields).
+
+An auto-tuned run with ``confirm_iterations`` K ends with a confirmation phase (DESIGN §7): K more
+iterations (records ``phase: confirm``) on windows after every tuning window, parameters frozen at the
+tuner's final values, then the baseline arm (``RUN/baseline``, a run dir of its own whose manifest
+shifts its windows by ``window_offset``) on exactly those (seed, window) pairs. The run is completed
+only when both are on disk; a resume finishes whichever is missing.
 """
 from __future__ import annotations
 
@@ -37,7 +43,7 @@ from soaklib.execute import runners as _runners
 from soaklib.execute import supervisor
 from soaklib.execute.base import Runner, RunnerOutput
 from soaklib.store.loader import read_records
-from soaklib.store.rundir import MANIFEST, RunDir, new_manifest
+from soaklib.store.rundir import BASELINE_DIR, MANIFEST, RunDir, new_manifest
 from soaklib.tune.tuner import decide
 
 log = logging.getLogger("soaklib.tune.loop")
@@ -63,10 +69,10 @@ def _roundtrip(obj: Any) -> Any:
 
 
 def decide_tuning(history: list[dict], params: Mapping[str, Any], cfg: Mapping[str, Any], *, iteration: int,
-                  total: int, auto_tune: bool) -> dict:
+                  total: int, auto_tune: bool, off_reason: str = "auto_tune_off") -> dict:
     """The record's tuning block: ``soaklib.tune.tuner.decide`` (pure); off-block when tuning is off."""
     if not auto_tune:
-        return tuning_off_block(params, summary=history[-1].get("summary") if history else None)
+        return tuning_off_block(params, reason=off_reason, summary=history[-1].get("summary") if history else None)
 
     return plain(decide(history, dict(params), dict(cfg), iteration=iteration, total=total, auto_tune=True))
 
@@ -106,16 +112,34 @@ def _notify(observers: Iterable[Any], hook: str, *args: Any) -> None:
             log.warning("observer %s.%s failed: %s", type(obs).__name__, hook, exc)
 
 
+def tune_iterations(manifest: Mapping[str, Any]) -> int:
+    """Iterations of the tuning phase (all of them when the run has no confirmation phase)."""
+    return int(manifest["iterations_planned"]) - int(manifest.get("confirm_iterations", 0))
+
+
+def phase(manifest: Mapping[str, Any], n: int) -> str | None:
+    """``tune`` / ``confirm`` for a run with a confirmation phase (its baseline arm: ``confirm``);
+    None for runs without one (their records carry no phase)."""
+    if manifest.get("arm") == "baseline":
+        return "confirm"
+    if not int(manifest.get("confirm_iterations", 0)):
+        return None
+    return "tune" if n <= tune_iterations(manifest) else "confirm"
+
+
 def _one_iteration(n: int, *, run_dir: Path, runner: Runner, runner_label: str, requested: dict, manifest: Mapping[str, Any],
                    cfg: Mapping[str, Any], history: list[dict]) -> tuple[dict, RunnerOutput]:
-    seed_n = iteration_seed(manifest["seed"], n)
+    # the baseline arm's iteration k runs on its parent's window window_offset + k
+    n_win = n + int(manifest.get("window_offset", 0))
+    seed_n = iteration_seed(manifest["seed"], n_win)
     duration_s = float(manifest["duration_s"])
     started = utc_now()
     t0 = time.perf_counter()
-    out = runner.run(dict(requested), iteration=n, seed=seed_n, run_dir=run_dir, start_s=(n - 1) * duration_s)
+    out = runner.run(dict(requested), iteration=n, seed=seed_n, run_dir=run_dir, start_s=(n_win - 1) * duration_s)
     out.elapsed_s = time.perf_counter() - t0  # measured here, whatever the runner reports
     common = dict(iteration=n, seed=seed_n, runner=runner_label, scenario=manifest["scenario"],
-                  start_s=(n - 1) * duration_s, duration_s=duration_s, cfg=cfg, started_utc=started)
+                  start_s=(n_win - 1) * duration_s, duration_s=duration_s, cfg=cfg, started_utc=started)
+    ph = phase(manifest, n)
     rec = build_record(kpis=out.kpis, params=out.params if out.ok else {}, market=out.market,
                        runtime_guards=out.runtime_guards, events=out.events,
                        failure=None if out.ok else (out.failure or {"reason": "runner reported failure"}),
@@ -133,11 +157,15 @@ def _one_iteration(n: int, *, run_dir: Path, runner: Runner, runner_label: str, 
     oob = out_of_bounds(rec["params"], registry(cfg)) if rec["status"] == "ok" else []
     if oob:  # flagged; the values stay as the runner reported them
         rec["params_out_of_bounds"] = oob
+    if ph is not None:
+        rec["phase"] = ph
     rec = _roundtrip(rec)
     current = current_params(requested, rec, registry(cfg))
+    # frozen in the confirmation phase; the tuner's "last iteration" is the tuning phase's last
     rec["tuning"] = _roundtrip(decide_tuning(history + [rec], current, cfg, iteration=n,
-                                             total=int(manifest["iterations_planned"]),
-                                             auto_tune=bool(manifest["auto_tune"])))
+                                             total=tune_iterations(manifest),
+                                             auto_tune=bool(manifest["auto_tune"]) and ph != "confirm",
+                                             off_reason="confirmation_phase" if ph == "confirm" else "auto_tune_off"))
     finished = utc_now()
     rec["summary"]["runtime_utc"] = finished
     rec["wall"] = {"started_utc": started, "finished_utc": finished,
@@ -146,7 +174,32 @@ def _one_iteration(n: int, *, run_dir: Path, runner: Runner, runner_label: str, 
     return rec, out
 
 
-def _loop(rd: RunDir, runner: Runner, runner_label: str, records: list[dict], observers: Sequence[Any]) -> SoakResult:
+def _baseline_arm(rd: RunDir, runner: Runner, runner_label: str) -> None:
+    """Run (or finish) the baseline on the confirmation windows: ``RUN/baseline``."""
+    m = rd.manifest
+    k = int(m.get("confirm_iterations", 0))
+    base = m.get("baseline")
+    if not k or not isinstance(base, Mapping):
+        return
+    p = rd.path / BASELINE_DIR
+    if (p / MANIFEST).is_file():
+        if _io.read_json(p / MANIFEST).get("status") == "completed":
+            return
+        brd = RunDir.open_for_resume(p)
+        records = read_records(p)
+        brd.clean_temp()
+    else:
+        bm = new_manifest(config=m["config"], seed=m["seed"], runner=m["runner"], scenario=m["scenario"],
+                          profile_name=base["name"], profile_values=base["values"], iterations_planned=k,
+                          auto_tune=False, duration_s=float(m["duration_s"]),
+                          extra={"arm": "baseline", "parent_run_id": m["run_id"], "window_offset": tune_iterations(m)})
+        brd = RunDir.create_at(p, f"{m['run_id']}-baseline", _roundtrip(bm))
+        records = []
+    _loop(brd, runner, runner_label, records, (), arm=True)
+
+
+def _loop(rd: RunDir, runner: Runner, runner_label: str, records: list[dict], observers: Sequence[Any],
+          arm: bool = False) -> SoakResult:
     m = rd.manifest
     cfg = m["config"]
     total = int(m["iterations_planned"])
@@ -191,11 +244,14 @@ def _loop(rd: RunDir, runner: Runner, runner_label: str, records: list[dict], ob
                     status = "failed"
                     raise RunnerError(f"{nfail} failed iterations, more than run.max_failed_iterations="
                                       f"{max_failed} (last: iteration {n}: {why})", path=rd.path)
+        if not arm:
+            _baseline_arm(rd, runner, runner_label)
         status = "completed"
         rd.set_status("completed", finished_utc=utc_now())
-        rd.mark_latest()
+        if not arm:
+            rd.mark_latest()
     except SoakError as exc:
-        if status == "completed":  # run.json says so; only `latest` could not be updated
+        if status == "completed" or arm:  # completed: only `latest` could not be updated; an arm: the run says
             raise
         # one line for the user: what stopped the run, how far it got (the records on disk), how to go on
         unmarked, marked = _mark_stopped(rd, status), True
@@ -227,11 +283,15 @@ def _mark_stopped(rd: RunDir, status: str) -> str:
 def run_soak(*, runs_dir: str | Path, iterations: int, cfg: Mapping[str, Any], profile_name: str,
              profile_values: Mapping[str, Any], seed: int = 0, scenario: str = "default", auto_tune: bool = False,
              duration_s: float | None = None, runner: Runner | None = None, runner_label: str | None = None,
-             observers: Sequence[Any] = ()) -> SoakResult:
+             observers: Sequence[Any] = (), confirm_iterations: int | None = None,
+             baseline: tuple[str, Mapping[str, Any]] | None = None) -> SoakResult:
     """Run a new soak of ``iterations`` iterations in a fresh ``runs_dir/<id>/``.
 
-    ``runner`` defaults to the simulator on ``scenario``. Raises InputError (exit 2) for bad
-    arguments or an unusable runs dir, RunnerError (exit 4) when failures exceed the policy.
+    Auto-tuned: ``iterations`` tuning iterations, then ``confirm_iterations`` (default ``[confirm]
+    iterations``) frozen ones on fresh windows and the ``baseline`` (name, values; default the
+    starting profile) on the same windows. ``runner`` defaults to the simulator on ``scenario``.
+    Raises InputError (exit 2) for bad arguments or an unusable runs dir, RunnerError (exit 4) when
+    failures exceed the policy.
     """
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise InputError(f"expected an integer >= 1, got {iterations!r}", field="iterations")
@@ -244,9 +304,18 @@ def run_soak(*, runs_dir: str | Path, iterations: int, cfg: Mapping[str, Any], p
     if runner is None:
         runner = _runners.make_runner("sim", scenario=scenario, duration_s=dur, config=cfg)
     label = runner_label or runner.name
+    k = int(cfg.get("confirm", {}).get("iterations", 0)) if confirm_iterations is None else confirm_iterations
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise InputError(f"expected an integer >= 0, got {k!r}", field="confirm_iterations")
+    extra: dict[str, Any] = {}
+    if auto_tune and k:
+        name, values = baseline if baseline is not None else (profile_name, profile_values)
+        extra = {"confirm_iterations": k, "baseline": {"name": str(name), "values": dict(values)}}
+    else:
+        k = 0
     manifest = new_manifest(config=cfg, seed=seed, runner=label, scenario=str(scenario), profile_name=profile_name,
-                            profile_values=profile_values, iterations_planned=iterations, auto_tune=auto_tune,
-                            duration_s=dur)
+                            profile_values=profile_values, iterations_planned=iterations + k, auto_tune=auto_tune,
+                            duration_s=dur, extra=extra)
     rd = RunDir.create(runs_dir, _roundtrip(manifest))
     return _loop(rd, runner, label, [], observers)
 
