@@ -4,7 +4,9 @@
 same KPI keys). Everything is computed from the fills hftbacktest produced (maker flag, exec price),
 the strategy's counters and the market's book-mid path.
 The wrapper is thin on purpose: ``make_asset`` + ``strategy_inputs`` + ``mm_strategy`` is all a
-direct hftbacktest run needs to reproduce an iteration (tests/test_hbt.py, golden test).
+direct hftbacktest run needs to reproduce an iteration (tests/test_hbt.py, golden test). Nothing here
+compiles per process: the strategy and ``binding`` are numba-cached, and the backtest is built and
+closed without hftbacktest's jitclass.
 
 Constants: ``[hbt]`` (venue, queue, gateway, wake step) and, shared with the embedded simulator
 because it is the same strategy, ``[sim]`` (inventory limit, rescue, skew, rebid, fees, mark-out,
@@ -17,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from hftbacktest import BacktestAsset, HashMapMarketDepthBacktest
+from hftbacktest import BacktestAsset, HashMapMarketDepthBacktest, build_hashmap_backtest
 
 from soaklib.core.config import load_config
 from soaklib.core.errors import ConfigError
@@ -67,7 +69,15 @@ def make_asset(market: Market, cfg: Mapping[str, Any]) -> BacktestAsset:
 
 
 def make_backtest(market: Market, cfg: Mapping[str, Any]) -> HashMapMarketDepthBacktest:
+    """hftbacktest's jitclass (``.ptr`` is what ``mm_strategy`` takes)."""
     return HashMapMarketDepthBacktest([make_asset(market, cfg)])
+
+
+def new_backtest(market: Market, cfg: Mapping[str, Any]) -> int:
+    """The same backtest as ``make_backtest``, as its address only: the builder that
+    ``HashMapMarketDepthBacktest`` wraps, without constructing the jitclass (a compile of 1-2 s in
+    every fresh process). Close it with ``binding.close``."""
+    return build_hashmap_backtest([make_asset(market, cfg)])
 
 
 # indices of kernels.STRATEGY_CONFIG in the strategy's constants vector
@@ -100,7 +110,7 @@ def run_raw(params: Mapping[str, Any], market: Market, cfg: Mapping[str, Any]):
     scale = 1
     while True:
         flat, P, C, lat_rows, fi, ff, lats, ages, stats = strategy_inputs(params, market, cfg, scale)
-        bt = make_backtest(market, cfg).ptr
+        bt = new_backtest(market, cfg)
         try:
             ST.mm_strategy(bt, P, C, lat_rows, fi, ff, lats, ages, stats)
             sv = HB.state_values(bt, 0)[0]
