@@ -294,26 +294,31 @@ def test_make_runner_hbt_checks_the_scenario_up_front():
 
 
 def test_soak_run_runner_hbt_end_to_end(tmp_path, capsys):
+    """3 tuning iterations, 2 confirmation iterations and the baseline arm, all on hbt markets:
+    the arm meets exactly the confirmation windows' markets (common random numbers)."""
     from soaklib.core.records import validate_record
     from soaklib.store.loader import open_run
 
     runs = tmp_path / "runs"
-    code, out, err = run_cli(["run", "--runner", "hbt", "--iterations", "3", "--auto-tune", "--duration-s", "120",
-                              "--scenario", "default", "--seed", "5", "--runs-dir", runs], capsys)
+    code, out, err = run_cli(["run", "--runner", "hbt", "--iterations", "3", "--auto-tune", "--confirm-iterations", "2",
+                              "--duration-s", "120", "--scenario", "default", "--seed", "5", "--runs-dir", runs], capsys)
     assert code == 0, err
     run_dir = next(p for p in runs.iterdir() if p.is_dir() and not p.is_symlink())
     manifest = json.loads((run_dir / "run.json").read_text())
     assert manifest["runner"] == "hbt" and manifest["status"] == "completed"
-    recs = [json.loads((run_dir / f"ITER_SUMMARY_{n}.json").read_text()) for n in (1, 2, 3)]
+    recs = [json.loads((run_dir / f"ITER_SUMMARY_{n}.json").read_text()) for n in range(1, 6)]
     for n, rec in enumerate(recs, 1):
         validate_record(rec, f"ITER_SUMMARY_{n}.json")
         assert rec["runner"] == "hbt" and rec["status"] == "ok"
         assert rec["summary"]["fills"]["count"] > 0 and rec["market"]["window"] == n - 1
-    assert len(open_run(run_dir).records) == 3
+    assert [r["phase"] for r in recs] == ["tune"] * 3 + ["confirm"] * 2
+    assert len(open_run(run_dir).records) == 5
+    arm = open_run(run_dir / "baseline").records
+    assert [r["market"] for r in arm] == [r["market"] for r in recs[3:]]
     code, _, err = run_cli(["verify", run_dir], capsys)
     assert code == 0, err
     code, out, err = run_cli(["gate", run_dir], capsys)
-    assert code in (0, 1) and "verdict:" in out, out + err  # 3 iterations < last_n: INCONCLUSIVE is fine
+    assert code in (0, 1) and "verdict:" in out, out + err  # 2 pairs < min_pairs: INCONCLUSIVE is fine
 
 
 def test_soak_run_runner_hbt_bad_scenario_is_one_line(tmp_path, capsys):
