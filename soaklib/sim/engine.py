@@ -19,6 +19,7 @@ from soaklib.core.numbers import finite
 from soaklib.core.params import registry
 from soaklib.core.sections import validate_sim_config
 from soaklib.sim import kernels as K
+from soaklib.sim import layout, numba_cache
 from soaklib.sim.layout import (  # noqa: F401 (the compiled loop reads them as globals)
     BROKEN_MID,
     BROKEN_TAKER_PRICE,
@@ -142,6 +143,8 @@ from soaklib.sim.layout import (  # noqa: F401 (the compiled loop reads them as 
 )
 from soaklib.sim.result import SimResult
 from soaklib.sim.scenario import load_scenario
+
+numba_cache.follow(__file__, K.__file__, layout.__file__)  # the cached loop embeds their code and constants
 
 _INFL = 64  # in-flight slots (== core.sections.MAX_IN_FLIGHT, the bound on params.concurrency_limit.max)
 _RING = 1024  # latency samples kept for the rolling p95

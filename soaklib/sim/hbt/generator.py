@@ -35,9 +35,13 @@ from numba import njit
 
 from soaklib.core.errors import ConfigError
 from soaklib.core.numbers import finite
+from soaklib.sim import kernels as K
 from soaklib.sim import layout as L
+from soaklib.sim import numba_cache
 from soaklib.sim.hbt import scenario as S
 from soaklib.sim.kernels import other_regime
+
+numba_cache.follow(__file__, L.__file__, S.__file__, K.__file__)  # constants and kernels compiled in
 
 GENERATOR_VERSION = "hbt-gen-2"
 T_EPOCH_NS = 1_700_000_000_000_000_000  # absolute time of window 0's start (any fixed epoch)

@@ -29,7 +29,10 @@ import numpy as np
 from numba import njit
 
 from soaklib.sim import kernels as K
+from soaklib.sim import numba_cache
 from soaklib.sim.hbt import binding as HB
+
+numba_cache.follow(__file__, K.__file__, HB.__file__)  # the cached strategy embeds their compiled code
 
 # params vector (registry order)
 P_MIN_INTERVAL, P_REPLACE_RATE, P_SPREAD_DELTA, P_TAIL_AGE, P_IMPACT_CAP, P_MAX_DELTA, P_CONCURRENCY = range(7)
