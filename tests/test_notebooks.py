@@ -1,5 +1,6 @@
 """The report notebooks: thin, parameterised, committed without outputs, and executable by
-papermill and nbval (the verdict cell's output is checked against tests/data/audit_verdict.txt)."""
+papermill and nbval (the verdict cells' outputs are checked against tests/data/audit_verdict.txt and
+tests/data/compare_verdict.txt); `soak report` renders compare.ipynb for a run with a baseline arm."""
 from __future__ import annotations
 
 import ast
@@ -14,6 +15,7 @@ import papermill
 import pytest
 
 from soaklib.publish import reports
+from soaklib.store.rundir import BASELINE_DIR, COMPARE_REPORT
 from soaklib.store.synthetic import write_synthetic_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,8 +26,8 @@ BANNED = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.For, ast.Whil
 BANNED_NAMES = {"open", "json", "sys", "os", "glob", "Path", "exec", "eval"}
 
 
-def test_both_notebooks_exist():
-    assert {p.stem for p in PATHS} == {"audit", "recommendations"}
+def test_the_notebooks_exist():
+    assert {p.stem for p in PATHS} == {"audit", "recommendations", "compare"}
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
@@ -66,23 +68,26 @@ def test_parameters_match_dataclass(path: Path):
 
 
 GOLDEN_VERDICT = ROOT / "tests" / "data" / "audit_verdict.txt"
+GOLDEN_COMPARE = ROOT / "tests" / "data" / "compare_verdict.txt"
+GOLDEN = {"audit": GOLDEN_VERDICT, "compare": GOLDEN_COMPARE}
 
 
-def test_audit_has_a_checked_verdict_cell():
-    nb = nbformat.read(NOTEBOOKS / "audit.ipynb", as_version=4)
+@pytest.mark.parametrize("stem", sorted(GOLDEN))
+def test_has_a_checked_verdict_cell(stem: str):
+    nb = nbformat.read(NOTEBOOKS / f"{stem}.ipynb", as_version=4)
     checked = [c for c in nb.cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source]
-    assert len(checked) == 1 and GOLDEN_VERDICT.read_text().startswith("verdict: ")
+    assert len(checked) == 1 and "verdict: " in GOLDEN[stem].read_text()
 
 
-def _with_reference_output(dst: Path, verdict_text: str) -> Path:
-    """Copies of the notebooks in ``dst`` whose verdict cell carries ``verdict_text`` as the
+def _with_reference_output(dst: Path, verdicts: dict[str, str]) -> Path:
+    """Copies of the notebooks in ``dst`` whose verdict cell carries ``verdicts[stem]`` as the
     reference output nbval compares against (the committed notebooks stay output-free)."""
     dst.mkdir(parents=True, exist_ok=True)
     for p in PATHS:
         nb = nbformat.read(p, as_version=4)
         for c in nb.cells:
             if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source:
-                c.outputs = [nbformat.v4.new_output("stream", name="stdout", text=verdict_text)]
+                c.outputs = [nbformat.v4.new_output("stream", name="stdout", text=verdicts[p.stem])]
                 c.execution_count = 1
         nbformat.write(nb, str(dst / p.name))
     return dst
@@ -162,9 +167,63 @@ def test_nbval_lax_passes_on_the_example_run(tmp_path: Path):
     r = _nbval(NOTEBOOKS)
     assert r.returncode == 0, r.stdout[-3000:]
     assert " passed" in r.stdout and "failed" not in r.stdout
-    r = _nbval(_with_reference_output(tmp_path / "checked", GOLDEN_VERDICT.read_text()))
+    golden = {stem: p.read_text() for stem, p in GOLDEN.items()}
+    r = _nbval(_with_reference_output(tmp_path / "checked", golden))
     assert r.returncode == 0, r.stdout[-3000:]
-    wrong = GOLDEN_VERDICT.read_text().replace("verdict: FAIL", "verdict: PASS")
-    assert wrong != GOLDEN_VERDICT.read_text()
-    r = _nbval(_with_reference_output(tmp_path / "wrong", wrong))
-    assert r.returncode != 0 and "failed" in r.stdout, r.stdout[-3000:]
+    wrong = golden["audit"].replace("verdict: FAIL", "verdict: PASS")
+    assert wrong != golden["audit"]
+    r = _nbval(_with_reference_output(tmp_path / "wrong", {**golden, "audit": wrong}))
+    assert r.returncode != 0 and "1 failed" in r.stdout, r.stdout[-3000:]
+    wrong = golden["compare"].replace("BETTER", "WORSE", 1)
+    assert wrong != golden["compare"]
+    r = _nbval(_with_reference_output(tmp_path / "wrong-compare", {**golden, "compare": wrong}))
+    assert r.returncode != 0 and "1 failed" in r.stdout and "compare.ipynb" in r.stdout, r.stdout[-3000:]
+
+
+def _arms(root: Path, *, delta: float) -> Path:
+    """A candidate run with a baseline arm (RUN/baseline) on the same (seed, window) pairs; the
+    candidate's net edge is ``delta`` bp higher in every window."""
+    def base(i):
+        return {"net_bps": 2.0 + 0.3 * (i % 4), "p95_latency_ms": 300.0 + i, "pnl_quote": 8.0 + (i % 3)}
+
+    cand = write_synthetic_run(root, 10, kpis=lambda i: {**base(i), "net_bps": base(i)["net_bps"] + delta}, seed=3)
+    write_synthetic_run(cand, 10, kpis=base, seed=3, latest=False).rename(cand / BASELINE_DIR)
+    return cand
+
+
+def test_compare_notebook_from_a_checkout_root_with_the_run_s_own_arm(tmp_path: Path):
+    """`papermill notebooks/compare.ipynb out.ipynb -p src runs/latest`: the baseline defaults to the
+    run's own arm; the paired differences and the KPI table are shown."""
+    _arms(tmp_path / "runs", delta=0.5)
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "compare.ipynb").write_bytes((NOTEBOOKS / "compare.ipynb").read_bytes())
+    r = _run(tmp_path, "notebooks/compare.ipynb", "out.ipynb", "-p", "src", "runs/latest")
+    assert r.returncode == 0, r.stderr[-2000:]
+    text = _outputs_text(tmp_path / "out.ipynb")
+    assert "net_bps" in text and "BETTER" in text and "verdict: PASS (paired-wilcoxon, 10 pairs)" in text
+    nb = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+
+
+def test_compare_notebook_without_a_baseline_raises(tmp_path: Path):
+    """A run without a baseline arm and no `baseline` given: the notebook raises, naming what to give."""
+    write_synthetic_run(tmp_path / "runs", 4)
+    r = _run(tmp_path, str(NOTEBOOKS / "compare.ipynb"), "out.ipynb", "-p", "src", "runs/latest")
+    assert r.returncode != 0 and "no baseline arm" in r.stderr + _outputs_text(tmp_path / "out.ipynb")
+
+
+def test_report_renders_compare_only_for_a_run_with_a_baseline_arm(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cand = _arms(Path("runs"), delta=-0.5)
+    res = reports.render(cand)
+    out = res.out_dir
+    html, md = (out / f"{COMPARE_REPORT}.html").read_text(), (out / f"{COMPARE_REPORT}.md").read_text()
+    assert "WORSE" in html and "WORSE" in md and "verdict: FAIL" in md
+    assert "<script src=\"http" not in html  # self-contained like the audit
+    assert res.files["compare_html"] == out / f"{COMPARE_REPORT}.html"
+    # the executed notebooks name the run relative to the cwd, no absolute path
+    for name in ("POST_SOAK_AUDIT.ipynb", f"{COMPARE_REPORT}.ipynb"):
+        assert str(tmp_path.resolve()) not in (out / name).read_text(), name
+    plain = write_synthetic_run(Path("runs"), 9)
+    res = reports.render(plain)
+    assert "compare_html" not in res.files and not (res.out_dir / f"{COMPARE_REPORT}.html").exists()

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 from soaklib.core.errors import ConfigError, InputError
@@ -98,6 +99,13 @@ class Comparison:
         return {"schema_version": "1.0", "verdict": self.verdict, "method": self.method, "n_pairs": self.n_pairs,
                 "baseline": self.baseline, "candidate": self.candidate,
                 "kpis": [k.to_dict() for k in self.kpis], "notes": list(self.notes)}
+
+    def frame(self) -> pd.DataFrame:
+        """The verdict per KPI as a DataFrame (index ``kpi``): n, the arms' values, the estimate of
+        candidate − baseline with its interval, p-value, margin, class and reason."""
+        cols = ["n", "baseline", "candidate", "estimate", "ci_low", "ci_high", "p_value", "margin", "verdict", "reason"]
+        return pd.DataFrame([{"kpi": k.kpi, **{c: getattr(k, c) for c in cols}} for k in self.kpis],
+                            columns=["kpi", *cols]).set_index("kpi")
 
     def to_text(self) -> str:
         """Plain table for the terminal."""
@@ -220,6 +228,24 @@ def pairs(baseline: Sequence[Mapping[str, Any]], candidate: Sequence[Mapping[str
     """Records of the two arms matched by (seed, window start), in the baseline's order."""
     by_key = {pair_key(r): r for r in candidate if pair_key(r) is not None}
     return [(b, by_key[k]) for b in baseline if (k := pair_key(b)) is not None and k in by_key]
+
+
+def paired_frame(baseline: Sequence[Mapping[str, Any]], candidate: Sequence[Mapping[str, Any]],
+                 cfg: Mapping[str, Any]) -> pd.DataFrame:
+    """The paired windows in long form: one row per (pair, compared location/tail KPI) with the
+    window's seed and start, the candidate's iteration, both arms' values and ``difference`` =
+    candidate − baseline (rows where an arm has no value are left out). What the judge tests."""
+    kpis = [r.kpi for r in rules_from_config(cfg) if r.kind != "count"]
+    rows = []
+    for i, (b, c) in enumerate(pairs(baseline, candidate), start=1):
+        seed, start = pair_key(b) or (None, None)
+        for kpi in kpis:
+            x, y = kpi_value(b, kpi), kpi_value(c, kpi)
+            if x is not None and y is not None:
+                rows.append({"pair": i, "seed": seed, "start_s": start, "iteration": c.get("iteration"), "kpi": kpi,
+                             "baseline": x, "candidate": y, "difference": y - x})
+    return pd.DataFrame(rows, columns=["pair", "seed", "start_s", "iteration", "kpi", "baseline", "candidate",
+                                       "difference"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -232,3 +232,44 @@ def recommendation_chart(advice: Any, cfg: Mapping[str, Any]):
         ax.tick_params(labelsize=6)
     fig.tight_layout()
     return fig
+
+
+_CLASS_COLOURS = {"BETTER": "#2ca02c", "EQUIVALENT": "#1f77b4", "WORSE": "#d62728", "INCONCLUSIVE": "#ff7f0e"}
+
+
+def paired_differences(diffs: pd.DataFrame, comparison: Any, cfg: Mapping[str, Any]):
+    """One panel per compared KPI: candidate − baseline on each paired window (points), the
+    Hodges–Lehmann estimate (line) and its interval (band, coloured by the KPI's class), ±margin
+    (dashed) and zero. ``diffs``: ``compare.paired_frame``; ``comparison``: ``compare.Comparison``."""
+    verdicts = {k.kpi: k for k in comparison.kpis if k.kind != "count"}
+    names = [k for k in verdicts if k in set(diffs["kpi"])] if not diffs.empty else []
+    if not names:
+        return _message(cfg, "no paired windows with a value in both arms")
+    cols = 2 if len(names) > 1 else 1
+    rows = (len(names) + cols - 1) // cols
+    fig, axes = _fig(cfg, rows, cols)
+    for k, name in enumerate(names):
+        ax = axes[k // cols][k % cols]
+        v = verdicts[name]
+        d = diffs[diffs["kpi"] == name]
+        colour = _CLASS_COLOURS.get(v.verdict, "#7f7f7f")
+        x = d["pair"].to_numpy()
+        ax.axhline(0.0, color="black", lw=0.6)
+        if v.ci_low is not None and v.ci_high is not None:
+            ax.axhspan(v.ci_low, v.ci_high, color=colour, alpha=0.2, lw=0,
+                       label=f"interval [{v.ci_low:.3g}, {v.ci_high:.3g}]")
+        if v.estimate is not None:
+            ax.axhline(v.estimate, color=colour, lw=1.2, label=f"estimate {v.estimate:+.3g}")
+        if v.margin:
+            for m in (-v.margin, v.margin):
+                ax.axhline(m, color="#7f7f7f", ls="--", lw=0.8)
+        ax.plot(x, d["difference"].to_numpy(), "o", ms=3, color="#444444", label="window")
+        better = "higher" if v.direction == "higher" else "lower"
+        ax.set_title(f"{name}: {v.verdict} (n={v.n}; {better} is better, ±{v.margin:.3g})", fontsize=8, y=1.0)
+        ax.set_xlabel("paired window", fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6, loc="upper left")
+    for k in range(len(names), rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    _layout(fig)
+    return fig

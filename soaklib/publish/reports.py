@@ -39,6 +39,8 @@ from soaklib.publish import markdown, plots
 from soaklib.store.loader import open_run
 from soaklib.store.rundir import (
     AUDIT,
+    BASELINE_DIR,
+    COMPARE_REPORT,
     FAILURES,
     LATEST,
     MANIFEST,
@@ -65,6 +67,8 @@ pd = _LazyModule("pandas")
 analysis = _LazyModule("soaklib.judge.analysis")
 
 NOTEBOOKS = {"audit": AUDIT, "recommendations": RECOMMENDATIONS}
+# rendered only for a run with a baseline arm (RUN/baseline/run.json)
+COMPARE_NOTEBOOK = {"compare": COMPARE_REPORT}
 
 
 @dataclass
@@ -86,7 +90,16 @@ class RecommendationsParams:
     simulate: bool = True   # re-simulate candidate deltas on simulator runs
 
 
-PARAMS = {"audit": AuditParams, "recommendations": RecommendationsParams}
+@dataclass
+class CompareParams:
+    """Parameters of notebooks/compare.ipynb."""
+
+    src: str = ""       # the candidate run; "" = the example run with a baseline arm
+    baseline: str = ""  # the baseline run; "" = the candidate's own baseline arm (RUN/baseline)
+    config: str = ""
+
+
+PARAMS = {"audit": AuditParams, "recommendations": RecommendationsParams, "compare": CompareParams}
 
 
 def notebook_path(name: str) -> Path:
@@ -122,6 +135,69 @@ def example_run(config: Mapping[str, Any] | None = None) -> Path:
     except OSError:  # another kernel built it first; use theirs
         pass
     return (root / LATEST).resolve() if (root / LATEST).exists() else (tmp / LATEST).resolve()
+
+
+def example_compare_run(config: Mapping[str, Any] | None = None) -> Path:
+    """A seeded example candidate run with a baseline arm in ``RUN/baseline`` (synthetic records on
+    the same (seed, window) pairs; the candidate's net edge is higher, its latency a little worse),
+    built once in a temp dir. What notebooks/compare.ipynb analyses when ``src`` is ""."""
+    cfg = config or load_config()
+    n = int(cfg["report"]["example_iterations"])
+    dur = float(cfg["report"]["example_duration_s"])
+    key = hashlib.sha256(f"compare-v1-{n}-{dur}".encode()).hexdigest()[:12]
+    root = Path(tempfile.gettempdir()) / f"soaklib-example-{key}-{os.getuid()}"
+    if (root / LATEST / BASELINE_DIR / MANIFEST).is_file():
+        return (root / LATEST).resolve()
+    tmp = Path(tempfile.mkdtemp(prefix="soaklib-example-"))
+    cand = write_synthetic_run(tmp, n, kpis=_example_candidate_kpis, seed=7, duration_s=dur,
+                               profile_name="best_cell", latest=True, runner="example")
+    arm = write_synthetic_run(cand, n, kpis=_example_baseline_kpis, seed=7, duration_s=dur,
+                              profile_name="best_cell", latest=False, runner="example")
+    arm.rename(cand / BASELINE_DIR)
+    try:
+        tmp.rename(root)
+    except OSError:  # another kernel built it first; use theirs
+        pass
+    return (root / LATEST).resolve() if (root / LATEST).exists() else (tmp / LATEST).resolve()
+
+
+def _example_baseline_kpis(i: int) -> dict:
+    # window-to-window market noise both arms share (common random numbers)
+    wave = ((i * 7) % 5 - 2) * 0.3
+    return {"net_bps": round(2.4 + wave, 4), "p95_latency_ms": 300.0 + 10.0 * ((i * 3) % 4),
+            "maker_taker_ratio": round(0.86 + 0.01 * wave, 4), "risk_ratio": round(0.3 - 0.01 * wave, 4),
+            "pnl_quote": round(10.0 + 3.0 * wave, 4)}
+
+
+def _example_candidate_kpis(i: int) -> dict:
+    b = _example_baseline_kpis(i)
+    return {**b, "net_bps": round(b["net_bps"] + 0.4 + 0.02 * (i % 3), 4),
+            "p95_latency_ms": b["p95_latency_ms"] + 4.0 + (i % 2),
+            "pnl_quote": round(b["pnl_quote"] + 0.8 + 0.1 * (i % 4), 4)}
+
+
+def compare_sources(src: str | os.PathLike | None, baseline: str | os.PathLike | None = "",
+                    config: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
+    """(candidate, baseline) paths for notebooks/compare.ipynb: ``src`` "" = the example run; ``baseline``
+    "" = the candidate's own baseline arm, InputError when it has none."""
+    cand = resolve_src(src, config or load_config()) if str(src or "").strip() else example_compare_run(config)
+    if str(baseline or "").strip():
+        return cand, Path(os.path.expanduser(str(baseline)))
+    arm = cand / BASELINE_DIR
+    if not (arm / MANIFEST).is_file():
+        raise InputError("the run has no baseline arm (RUN/baseline, written by an auto-tuned run with a "
+                         "confirmation phase): give baseline", path=cand, field="baseline")
+    return cand, arm
+
+
+def show(obj: Any):
+    """What a notebook cell shows for a soaklib result: a Figure as a PNG, a DataFrame as a Markdown
+    table (it renders the same in the HTML and the Markdown report), text as Markdown."""
+    if obj is None or isinstance(obj, str):
+        return None if obj is None else _md(obj)
+    if isinstance(obj, pd.DataFrame):
+        return _md(frame_markdown(obj))
+    return _png(obj)
 
 
 def _example_kpis(i: int) -> dict:
@@ -489,7 +565,9 @@ def _render(path: Path, n: int, config, out_dir, kernel: str, timeout: float, si
             kdir: Path, t0: float) -> ReportResult:
     ctx: dict[str, Any] = {}
     go = threading.Event()
-    launched = {name: threading.Event() for name in NOTEBOOKS}
+    # the comparison notebook only for a run with a baseline arm
+    books = {**NOTEBOOKS, **(COMPARE_NOTEBOOK if (path / BASELINE_DIR / MANIFEST).is_file() else {})}
+    launched = {name: threading.Event() for name in books}
 
     def job(name: str, stem: str) -> tuple[float, float, Path, Path] | None:
         try:
@@ -513,16 +591,19 @@ def _render(path: Path, n: int, config, out_dir, kernel: str, timeout: float, si
         html, md = _export(nb, out, stem)  # the executed copy as written, not read back
         return took, time.perf_counter() - t1, html, md
 
-    # the two notebooks are independent: execute them side by side (one kernel process each)
-    with ThreadPoolExecutor(max_workers=len(NOTEBOOKS)) as pool:
-        futs = {name: pool.submit(job, name, stem) for name, stem in NOTEBOOKS.items()}
+    # the notebooks are independent: execute them side by side (one kernel process each)
+    with ThreadPoolExecutor(max_workers=len(books)) as pool:
+        futs = {name: pool.submit(job, name, stem) for name, stem in books.items()}
         try:
             # let the launches have the interpreter first: the kernels' boot is the longer path
             for ev in launched.values():
                 ev.wait(5.0)
             res, run = _analyse(path, config, n, out_dir)
-            ctx["params"] = {"src": str(Path(run.path).resolve()), "last_n": n,
-                             "config": str(Path(config).resolve()) if config else "", "simulate": bool(simulate)}
+            # the kernels run in this cwd: paths below it are given relative to it, so the executed
+            # notebook (bundled as POST_SOAK_AUDIT.ipynb) names no absolute path of this machine
+            ctx["params"] = {"src": cwd_relative(run.path), "last_n": n,
+                             "config": cwd_relative(config) if config else "", "simulate": bool(simulate),
+                             "baseline": ""}
             ctx["out"] = res.out_dir
         finally:
             go.set()
@@ -536,7 +617,7 @@ def _render(path: Path, n: int, config, out_dir, kernel: str, timeout: float, si
             res.seconds[name] = took
             res.seconds["render"] = res.seconds.get("render", 0.0) + rend
             res.files[f"{name}_html"], res.files[f"{name}_md"] = html, md
-            res.files[f"{name}_ipynb"] = res.out_dir / f"{NOTEBOOKS[name]}.ipynb"
+            res.files[f"{name}_ipynb"] = res.out_dir / f"{books[name]}.ipynb"
     if errors:
         raise errors[0]
     res.seconds["total"] = time.perf_counter() - t0
@@ -574,6 +655,8 @@ def preload(name: str) -> None:
         mods += ["soaklib.publish.plots", "soaklib.core.params", "soaklib.judge.verify", "matplotlib.backends.backend_agg"]
     elif name == "recommendations":
         mods += ["soaklib.judge.recommend"]
+    elif name == "compare":
+        mods += ["soaklib.publish.plots", "soaklib.judge.compare", "matplotlib.backends.backend_agg"]
     for m in mods:
         _imp.import_module(m)
 
@@ -630,8 +713,11 @@ def _execute(name: str, out_nb: Path, params: dict, kernel: str, timeout: float,
     t = time.perf_counter()
     p = {k: v for k, v in params.items() if k in PARAMS[name].__dataclass_fields__}
     extra = {"kernel_manager_class": _manager_class(km)} if km is not None else {}
+    template = notebook_path(name)
     try:
-        nb = pm.execute_notebook(str(notebook_path(name)), str(out_nb), parameters=p, kernel_name=kernel,
+        # papermill records both paths in the executed notebook's metadata: relative ones when they are
+        # below the cwd (papermill resolves them against it)
+        nb = pm.execute_notebook(cwd_relative(template), cwd_relative(out_nb), parameters=p, kernel_name=kernel,
                                  progress_bar=False, log_output=False, execution_timeout=timeout, cwd=None,
                                  # no rewrite of the whole notebook after every cell; papermill still
                                  # saves the partly executed copy when a cell fails
@@ -651,7 +737,25 @@ def _execute(name: str, out_nb: Path, params: dict, kernel: str, timeout: float,
     except Exception as exc:  # kernel died, timeout, missing kernel: one line, not a traceback
         raise ReportError(f"{name} notebook could not run: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
                           path=out_nb) from None
+    meta = nb.metadata.get("papermill", {})
+    if Path(meta.get("input_path", "")).is_absolute():
+        # the template lives outside the cwd (an installed soaklib): name it as the checkout does and
+        # write the notebook once more, so the executed copy holds no absolute path
+        meta["input_path"] = f"{template.parent.name}/{template.name}"
+        import nbformat  # heavy; only on this path
+
+        with write_errors(out_nb, "write the report"):
+            _io.atomic_write_bytes(out_nb, nbformat.writes(nb).encode("utf-8"))
     return time.perf_counter() - t, nb
+
+
+def cwd_relative(p: str | os.PathLike) -> str:
+    """``p`` relative to the current directory when it lies below it (resolved), else absolute."""
+    full = Path(p).resolve()
+    try:
+        return str(full.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(full)
 
 
 _TEMPLATES = Path(__file__).resolve().parent / "templates"

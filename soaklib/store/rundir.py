@@ -39,6 +39,7 @@ DELTA_VERIFY = "DELTA_VERIFY_REPORT"         # .json and .md
 AUDIT = "POST_SOAK_AUDIT"                    # .ipynb, .html, .md
 RECOMMENDATIONS = "RECOMMENDATIONS"          # .ipynb, .html, .md
 COMPARE = "COMPARE"                          # .json and .md
+COMPARE_REPORT = "COMPARE_REPORT"             # .ipynb, .html, .md (notebooks/compare.ipynb, soak report)
 BASELINE_DIR = "baseline"                    # the baseline arm of a run with a confirmation phase (a run dir)
 FAILURES = "FAILURES.md"
 METRICS_TEXTFILE = Path("metrics") / "soak.prom"
