@@ -1,8 +1,10 @@
 """Issue 18 acceptance: release artifacts a release manager and an on-call engineer can act on.
 
 Phases = the configured goals; integrity of every field read (MANIFEST.json, GATE.json, RELEASE.json);
-no absolute path in any artifact or tag message; first release; --previous found beside --out;
-readiness gates bundle and tag (--allow-not-ready); bad input is one line, exit 2."""
+no absolute path in any artifact or tag message (the rendered notebooks included); first release;
+--previous found beside --out; readiness gates bundle and tag (--allow-not-ready); the CHANGELOG and the
+tag message carry the comparison against the run's baseline arm and the previous release's run (issue
+13 item 5, issue 18 item 4); bad input is one line, exit 2."""
 from __future__ import annotations
 
 import json
@@ -18,8 +20,9 @@ from soaklib.core import io as _io
 from soaklib.core.config import load_config
 from soaklib.judge.gate import evaluate
 from soaklib.judge.readiness import NOT_READY, READY, READY_WITH_WARNINGS, readiness
-from soaklib.publish import bundle
+from soaklib.publish import bundle, reports
 from soaklib.store.loader import open_run
+from soaklib.store.rundir import BASELINE_DIR, COMPARE_REPORT
 from soaklib.store.synthetic import write_synthetic_run
 
 FAILING = {"maker_taker_ratio": 0.5}  # below the 0.83 goal: gate FAIL
@@ -173,6 +176,105 @@ def test_no_artifact_or_tag_message_holds_the_working_directory(tmp_path, git_re
     for f in (tmp_path / "release" / "v1.2.0").rglob("*"):
         if f.is_file():
             assert cwd not in f.read_text(errors="replace"), f
+
+
+def _base_kpis(i: int) -> dict:
+    return {"net_bps": 2.6 + 0.2 * (i % 3), "p95_latency_ms": 300.0 + i, "pnl_quote": 9.0 + (i % 4)}
+
+
+def with_baseline_arm(run: Path, *, seed: int = 0) -> Path:
+    """Give ``run`` (a make_reported_run run) a baseline arm on its (seed, window) pairs whose KPIs are
+    ``_base_kpis``: the run's net edge is ``ramp_kpis`` − ``_base_kpis`` away from it."""
+    write_synthetic_run(run, 10, kpis=_base_kpis, seed=seed, latest=False).rename(run / BASELINE_DIR)
+    return run
+
+
+def ramp_kpis(i: int) -> dict:
+    return {**_base_kpis(i), "net_bps": _base_kpis(i)["net_bps"] + 0.5}
+
+
+def test_no_absolute_path_in_a_bundle_with_the_rendered_notebooks(tmp_path, git_repo, capsys, monkeypatch):
+    """`soak report` executes the notebooks in the cwd with the run named relative to it: the bundled
+    POST_SOAK_AUDIT.ipynb and COMPARE_REPORT.ipynb (papermill's parameters and paths) hold no absolute path."""
+    monkeypatch.chdir(tmp_path)
+    run = with_baseline_arm(make_reported_run(Path("runs"), params=ramp, kpis=ramp_kpis))
+    reports.render(run)
+    code, _o, err = run_cli(["bundle", run, "--out", "release/v1.0.0", "--version", "v1.0.0"], capsys)
+    assert code == 0, err
+    names = {f.name for f in (tmp_path / "release/v1.0.0").rglob("*")}
+    assert {"POST_SOAK_AUDIT.ipynb", f"{COMPARE_REPORT}.ipynb", f"{COMPARE_REPORT}.html"} <= names
+    nb = json.loads((tmp_path / "release/v1.0.0/POST_SOAK_AUDIT.ipynb").read_text())
+    pm = nb["metadata"]["papermill"]
+    assert pm["parameters"]["src"] == str(run) and not Path(pm["input_path"]).is_absolute()
+    assert not Path(pm["output_path"]).is_absolute()
+    code, out, err = run_cli(["tag", "release/v1.0.0", "--repo", git_repo, "--dry-run"], capsys)
+    assert code == 0, err
+    cwd = str(tmp_path.resolve())
+    assert cwd not in out.split("message:", 1)[1]
+    for f in (tmp_path / "release").rglob("*"):
+        if f.is_file():
+            assert cwd not in f.read_text(errors="replace"), f
+
+
+def test_changelog_and_tag_carry_the_comparison_with_the_baseline_arm(tmp_path, git_repo, capsys):
+    run = with_baseline_arm(make_reported_run(tmp_path / "runs", params=ramp, kpis=ramp_kpis))
+    out = tmp_path / "release" / "v2.0.0"
+    code, _o, err = run_cli(["bundle", run, "--out", out], capsys)
+    assert code == 0, err
+    rel = _io.read_json(out / bundle.RELEASE)
+    (c,) = rel["comparisons"]
+    assert c["against"] == "baseline" and c["method"] == "paired-wilcoxon" and c["n_pairs"] == 10
+    net = next(k for k in c["kpis"] if k["kpi"] == "net_bps")
+    assert net["verdict"] == "BETTER" and net["estimate"] == pytest.approx(0.5)
+    ch = (out / "CHANGELOG.md").read_text()
+    section = ch.split("### Compared with the baseline arm (profile best_cell)", 1)[1].split("\n## ", 1)[0]
+    assert "Paired by (seed, window)" in section and "10 pairs" in section and "**PASS**" in section
+    assert "| net_bps | 10 | 0.500 | [0.500, 0.500] | " in section and "| BETTER |" in section
+    code, msg, err = run_cli(["tag", out, "--repo", git_repo, "--dry-run"], capsys)
+    assert code == 0, err
+    msg = msg.split("message:", 1)[1]
+    assert "Compared with the baseline arm (profile best_cell) (paired-wilcoxon, 10 pairs): PASS" in msg
+    assert "  net_bps: 0.500 [0.500, 0.500] BETTER" in msg
+    # tampering with the comparison is caught: it is in the hashed RELEASE.json
+    rel["comparisons"][0]["verdict"] = "FAIL"
+    _io.write_json(out / bundle.RELEASE, rel)
+    code, _o, err = run_cli(["bundle", "verify", out], capsys)
+    assert code == 1 and "RELEASE.json: content changed" in err
+
+
+def test_a_run_without_a_baseline_keeps_its_release_files(tmp_path):
+    """No baseline arm, no previous run: no comparison section, RELEASE.json without the key."""
+    run = make_reported_run(tmp_path / "runs", params=ramp)
+    bundle.build_bundle(run, tmp_path / "rel" / "v1.0.0", load_config())
+    assert "comparisons" not in _io.read_json(tmp_path / "rel/v1.0.0" / bundle.RELEASE)
+    assert "Compared with" not in (tmp_path / "rel/v1.0.0/CHANGELOG.md").read_text()
+
+
+@pytest.mark.parametrize("seed, method", [(0, "paired-wilcoxon"), (5, "unpaired-mann-whitney")])
+def test_changelog_compares_with_the_previous_release_s_run(tmp_path, git_repo, capsys, seed, method):
+    """The previous RELEASE.json names its run; found beside this run it is compared: paired when the
+    two share (seed, window) pairs, else Mann–Whitney, said."""
+    cfg = load_config()
+    old = make_reported_run(tmp_path / "runs", params=ramp, kpis=_base_kpis)
+    bundle.build_bundle(old, tmp_path / "rel" / "v1.0.0", cfg)
+    new = write_synthetic_run(tmp_path / "runs", 10, params=ramp, kpis=ramp_kpis, seed=seed)
+    rd = new / "reports" / "analysis"
+    for f in (tmp_path / "runs").glob("*/reports/analysis/*"):
+        if f.parent != rd:
+            rd.mkdir(parents=True, exist_ok=True)
+            (rd / f.name).write_bytes(f.read_bytes())
+    res = bundle.build_bundle(new, tmp_path / "rel" / "v1.1.0", cfg)
+    assert res.previous == "v1.0.0"
+    (c,) = _io.read_json(tmp_path / "rel/v1.1.0" / bundle.RELEASE)["comparisons"]
+    assert c["against"] == "previous" and c["method"] == method and c["run_id"] == open_run(old).manifest["run_id"]
+    ch = (tmp_path / "rel/v1.1.0/CHANGELOG.md").read_text()
+    assert "### Compared with release v1.0.0 (its run)" in ch
+    assert ("Paired by (seed, window)" if seed == 0 else "Unpaired (Mann–Whitney") in ch
+    code, msg, err = run_cli(["tag", tmp_path / "rel/v1.1.0", "--repo", git_repo, "--dry-run"], capsys)
+    assert code == 0, err
+    assert f"Compared with release v1.0.0 (its run) ({method}, " in msg and "  net_bps: " in msg
+    # the older entry in the carried history has no comparison of its own
+    assert ch.count("### Compared with") == 1
 
 
 def test_first_release_and_previous_found_beside_out(tmp_path, capsys):

@@ -38,7 +38,8 @@ from soaklib.core.records import version_string
 from soaklib.core.run import Run
 from soaklib.core.text import fmt_num
 from soaklib.execute import supervisor
-from soaklib.judge.gate import evaluate
+from soaklib.judge.compare import compare_records, pair_key
+from soaklib.judge.gate import confirm_records, evaluate
 from soaklib.judge.readiness import Readiness, readiness
 from soaklib.judge.verify import verify_run
 from soaklib.publish import dashboard, markdown
@@ -46,6 +47,8 @@ from soaklib.store import rundir
 from soaklib.store.loader import open_run
 from soaklib.store.rundir import (
     AUDIT,
+    BASELINE_DIR,
+    COMPARE_REPORT,
     DELTA_VERIFY,
     FAILURES,
     GATE,
@@ -76,8 +79,10 @@ REPORT_FILES = {
     f"{DELTA_VERIFY}.json": "soak verify",
     f"{DELTA_VERIFY}.md": "soak verify",
 }
-OPTIONAL_REPORT_FILES = (f"{RECOMMENDATIONS}.html", Path(FAILURES).with_suffix(".html").name, f"{AUDIT}.ipynb")
-OPTIONAL_REPORT_DIRS = (f"{AUDIT}_files", f"{RECOMMENDATIONS}_files")  # nbconvert --to markdown images
+OPTIONAL_REPORT_FILES = (f"{RECOMMENDATIONS}.html", Path(FAILURES).with_suffix(".html").name, f"{AUDIT}.ipynb",
+                         f"{COMPARE_REPORT}.html", f"{COMPARE_REPORT}.md", f"{COMPARE_REPORT}.ipynb")
+# nbconvert --to markdown images
+OPTIONAL_REPORT_DIRS = (f"{AUDIT}_files", f"{RECOMMENDATIONS}_files", f"{COMPARE_REPORT}_files")
 GENERATED = (GATE, RELEASE, PROFILE, PREVIOUS_PROFILE, CHANGELOG, ROLLBACK_PLAN, CANARY_CHECKLIST, RULES, RULE_TESTS,
              DASHBOARD)
 REQUIRED = tuple(REPORT_FILES) + GENERATED
@@ -611,6 +616,61 @@ def release_facts(run: Run) -> dict[str, Any]:
             "active_guards": active, "iterations": len(run.records)}
 
 
+# ------------------------------------------------------------------------------------------ comparisons
+
+def _comparison_summary(against: str, label: str, run_id: Any, cmp: Any, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """What RELEASE.json keeps of a comparison (the CHANGELOG and the tag message show it): per KPI the
+    estimate of this release − the other arm, its interval, p-value, margin and class."""
+    rows = [{"kpi": k.kpi, "n": k.n, "estimate": k.estimate, "ci_low": k.ci_low, "ci_high": k.ci_high,
+             "p_value": k.p_value, "margin": k.margin, "verdict": k.verdict, "fmt": _diff_fmt(k.kpi)}
+            for k in cmp.kpis]
+    return {"against": against, "label": label, "run_id": run_id, "method": cmp.method, "verdict": cmp.verdict,
+            "n_pairs": cmp.n_pairs, "confidence": float(cfg["compare"]["confidence"]), "kpis": rows,
+            "notes": list(cmp.notes)}
+
+
+def _diff_fmt(kpi: str) -> str:
+    """A difference's display format: the KPI's fixed-point format with one more decimal (a change is
+    smaller than the value), else 4 significant digits."""
+    m = re.fullmatch(r"\.(\d+)f", _kpi_fmt(kpi))
+    return f".{int(m[1]) + 1}f" if m else ".4g"
+
+
+def _profile_name(run: Run) -> str:
+    prof = (run.manifest or {}).get("profile")
+    return str(prof.get("name")) if isinstance(prof, Mapping) and prof.get("name") else "n/a"
+
+
+def release_comparisons(run: Run, cfg: Mapping[str, Any], previous: Mapping[str, Any] | None
+                        ) -> tuple[list[dict[str, Any]], list[str]]:
+    """The comparisons a release carries (CHANGELOG, tag message): the run (its confirmation phase) against
+    its own baseline arm ``RUN/baseline``, and against the previous release's run when that run (named
+    by run id in the previous RELEASE.json) sits beside this one: paired by (seed, window) when the two
+    share windows, else Mann–Whitney, which the method says. Returns (comparisons, notes)."""
+    out: list[dict[str, Any]] = []
+    notes: list[str] = []
+    mine = confirm_records(run)
+    arm = Path(run.path) / BASELINE_DIR
+    if (arm / rundir.MANIFEST).is_file():
+        base = open_run(arm)
+        cmp = compare_records(confirm_records(base), mine, cfg)
+        out.append(_comparison_summary("baseline", f"the baseline arm (profile {_profile_name(base)})",
+                                       (base.manifest or {}).get("run_id"), cmp, cfg))
+    rid = previous.get("run_id") if previous else None
+    here = (run.manifest or {}).get("run_id")
+    if isinstance(rid, str) and rundir.RUN_ID_RE.fullmatch(rid) and rid != here:
+        p = Path(run.path).parent / rid
+        if (p / rundir.MANIFEST).is_file():
+            prun = open_run(p)
+            theirs = confirm_records(prun)
+            shared = {pair_key(r) for r in theirs} & {pair_key(r) for r in mine} - {None}
+            cmp = compare_records(theirs, mine, cfg, unpaired=not shared)
+            out.append(_comparison_summary("previous", f"release {previous.get('version')} (its run)", rid, cmp, cfg))
+        else:
+            notes.append(f"the previous release's run {rid} is not beside this run: no comparison against it")
+    return out, notes
+
+
 # ------------------------------------------------------------------------------------------ build
 
 @dataclass
@@ -797,6 +857,8 @@ def build_bundle(run_path: str | os.PathLike | Run, out: str | os.PathLike, cfg:
             raise InputError("--force only replaces an existing bundle (a directory with MANIFEST.json)", path=out)
 
     facts = release_facts(run)
+    comparisons, cmp_notes = release_comparisons(run, cfg, prev)
+    notes += cmp_notes
     start = (run.manifest.get("profile") or {}) if isinstance(run.manifest, Mapping) else {}
     start_name = str(start.get("name", "")) if isinstance(start, Mapping) else ""
     if prev is not None:
@@ -817,6 +879,8 @@ def build_bundle(run_path: str | os.PathLike | Run, out: str | os.PathLike, cfg:
                **facts, "gate_verdict": gate_res.verdict, "readiness": ready.to_dict(),
                "allow_not_ready": bool(allow_not_ready and not ready.shippable),
                "previous": prev_info, "changed_params": [k for k, _a, _b in diff["changed"]]}
+    if comparisons:  # only then: a release without a baseline keeps its RELEASE.json as it was
+        release["comparisons"] = comparisons
 
     docs: dict[str, str] = {
         GATE: _io.dumps(gate_d) + "\n",
