@@ -1,4 +1,5 @@
 """``python -m soaklib.bench hbt [--windows N] [--duration-s S] [--seed K] [--scenario NAME] [--no-fresh] [--json]``
+``python -m soaklib.bench hbt --paired [--seeds 10] [--first-seed 3000] [--windows 24] [--duration-s 3600] [--json]``
 
 Figures of the hftbacktest engine (issue 12), all on the same (scenario, seed, windows):
 - simulated seconds per wall second of ``soaklib.sim.hbt.simulate`` with the market uncached
@@ -11,6 +12,13 @@ Figures of the hftbacktest engine (issue 12), all on the same (scenario, seed, w
   with an empty numba cache (``*_cold_numba``: everything compiled, once per machine and code
   change) and then with that cache filled (the usual case).
 Markets go to a temporary cache directory removed at exit; the seeds used are printed.
+
+``--paired``: the common-random-numbers figure of issue 12. For each run seed, iterations 1..windows
+as a soak meets them (seed ``iteration_seed(run_seed, n)``, window n-1), the hbt ``best_cell``
+(soaklib/sim/hbt/profiles) and the same with ``base_spread_bps_delta`` + 0.1 on the same markets:
+the correlation of per-iteration net_bps across the two arms (goal >= 0.8), the sd of the paired
+differences, their mean and the sd of one arm. Markets come from the configured market cache
+(``$SOAK_MARKET_CACHE``), so a rerun only backtests.
 """
 from __future__ import annotations
 
@@ -22,17 +30,22 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from soaklib.bench._common import child_floats, emit
+from soaklib.bench.calibration import HBT_PROFILE_DIR
 from soaklib.core.config import load_config
+from soaklib.core.params import load_profile, registry
+from soaklib.core.seeding import iteration_seed
 from soaklib.sim import hbt
 from soaklib.sim.hbt import backtest as B
 from soaklib.sim.hbt import strategy as ST
 from soaklib.sim.hbt.cache import ENV, MarketCache
 from soaklib.sim.hbt.generator import generate
 
-# the prototype's calibrated best cell (stronger skew, smaller quotes than the sim's best_cell)
-PROFILE = {"min_interval_ms": 60, "replace_rate_per_min": 300, "base_spread_bps_delta": 0.05, "tail_age_ms": 600,
-           "impact_cap_ratio": 0.07, "max_delta_ratio": 0.30, "concurrency_limit": 10}
+# the hbt engine's proposed best cell (stronger skew, smaller quotes than the sim's best_cell)
+PROFILE = load_profile(HBT_PROFILE_DIR / "best_cell.json", registry(load_config()))
+PAIRED_SPREAD_STEP = 0.1  # bps added to base_spread_bps_delta in the second arm (issue 12)
 
 _FRESH = r"""
 import time
@@ -57,13 +70,21 @@ def _fresh_process(cache_dir: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m soaklib.bench hbt")
-    ap.add_argument("--windows", type=int, default=3, help="windows measured (0..N-1)")
+    ap.add_argument("--windows", type=int, default=None, help="windows measured (0..N-1; default 3, --paired 24)")
     ap.add_argument("--duration-s", type=float, default=3600.0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--scenario", default="default")
     ap.add_argument("--no-fresh", action="store_true", help="skip the fresh-process compile measurement")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--paired", action="store_true", help="the paired (common random numbers) figure instead")
+    ap.add_argument("--seeds", type=int, default=10, help="--paired: run seeds")
+    ap.add_argument("--first-seed", type=int, default=3000, help="--paired: first run seed")
     a = ap.parse_args(argv)
+    if a.paired:
+        emit(paired(a.scenario, range(a.first_seed, a.first_seed + a.seeds), a.windows or 24, a.duration_s),
+             a.json, indent=1, width=28)
+        return 0
+    a.windows = a.windows or 3
     tmp = tempfile.mkdtemp(prefix="soak-bench-hbt-")
     try:
         res = _run(a, Path(tmp))
@@ -121,3 +142,25 @@ def _run(a: argparse.Namespace, tmp: Path) -> dict:
             / 1e6 / (a.duration_s / 3600.0), 2),
     })
     return res
+
+
+def paired(scenario: str, run_seeds: range, windows: int, duration_s: float) -> dict:
+    """Per-iteration net_bps of best_cell and best_cell + 0.1 bps spread on the same markets."""
+    cfg = load_config()
+    b = dict(PROFILE, base_spread_bps_delta=round(PROFILE["base_spread_bps_delta"] + PAIRED_SPREAD_STEP, 6))
+    xa, xb = [], []
+    t0 = time.perf_counter()
+    for s in run_seeds:
+        for n in range(1, windows + 1):
+            args = (scenario, iteration_seed(s, n), duration_s)
+            xa.append(hbt.simulate(PROFILE, *args, start_s=(n - 1) * duration_s, config=cfg).kpis["net_bps"])
+            xb.append(hbt.simulate(b, *args, start_s=(n - 1) * duration_s, config=cfg).kpis["net_bps"])
+    a, bb = np.array(xa, dtype=float), np.array(xb, dtype=float)
+    d = bb - a
+    return {"scenario": scenario, "run_seeds": f"{run_seeds.start}-{run_seeds.stop - 1}",
+            "windows": f"0-{windows - 1}", "duration_s": duration_s, "pairs": int(d.size),
+            "spread_step_bps": PAIRED_SPREAD_STEP,
+            "corr_net_bps": round(float(np.corrcoef(a, bb)[0, 1]), 4),
+            "sd_paired_diff_bps": round(float(d.std(ddof=1)), 4), "mean_paired_diff_bps": round(float(d.mean()), 4),
+            "sd_arm_net_bps": round(float(a.std(ddof=1)), 4), "mean_arm_net_bps": round(float(a.mean()), 4),
+            "wall_s": round(time.perf_counter() - t0, 1)}
