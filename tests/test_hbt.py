@@ -186,10 +186,14 @@ def test_deep_queue_fills_later_than_thin(tmp_path):
                      f'jump_rate_per_h = 0.0\nsweep_share = 0.0\n[[segments]]\nduration_s = 120\nregimes = ["calm"]\n')
         ts = []
         for seed in range(4):
-            bt = B.make_backtest(generate(f, seed, 0, 120.0), ra_cfg)
+            # hold the market: hftbacktest keeps raw pointers to its arrays, no reference (a temporary
+            # here was freed and reused mid-run, and the replay spun forever on garbage: CI's hang)
+            m = generate(f, seed, 0, 120.0)
+            bt = B.make_backtest(m, ra_cfg)
             out = np.zeros(1)
             _join_touch(bt, out)
             bt.close()
+            del m
             ts.append(out[0])
         times[name] = ts
     assert np.median(times["deep"]) > np.median(times["thin"]), times

@@ -69,7 +69,10 @@ def make_asset(market: Market, cfg: Mapping[str, Any]) -> BacktestAsset:
 
 
 def make_backtest(market: Market, cfg: Mapping[str, Any]) -> HashMapMarketDepthBacktest:
-    """hftbacktest's jitclass (``.ptr`` is what ``mm_strategy`` takes)."""
+    """hftbacktest's jitclass (``.ptr`` is what ``mm_strategy`` takes).
+
+    hftbacktest keeps raw pointers to ``market``'s arrays, not references: the caller must keep
+    ``market`` alive until the backtest is closed (a freed array is replayed as garbage)."""
     return HashMapMarketDepthBacktest([make_asset(market, cfg)])
 
 
