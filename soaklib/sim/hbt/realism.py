@@ -4,6 +4,8 @@ Per regime: configured vol (diffusion and with jumps: sqrt(vol^2 + jump_rate*2*j
 realized vol of the book mid from 10 s log returns inside single-regime stretches; in `default`
 the lag-1..5 autocorrelation of |1-minute returns| (volatility clustering); excess kurtosis of
 1-minute returns per scenario; flash crash range vs a normal hour's range (high-low, bps).
+Prints the Markdown docs/SIMULATOR.md embeds (section "Realized statistics"); markets come from the
+market cache (``--cache-dir``, else ``$SOAK_MARKET_CACHE``).
 """
 from __future__ import annotations
 
@@ -73,24 +75,33 @@ def realism_table(seeds=range(2000, 2006), cache: MarketCache | None = None, hou
     return out
 
 
+def _num(x: float, nd: int) -> str:
+    """A figure as the docs print it: ``nd`` decimals, a true minus sign."""
+    return f"{x:.{nd}f}".replace("-", "−")
+
+
 def render(t: dict) -> str:
-    lines = ["| regime | configured vol (bps/sqrt s) | with jumps | realized (10 s returns) | rel. error |",
+    """The Markdown docs/SIMULATOR.md embeds (between its realism markers), as printed by ``main``."""
+    lines = ["| regime | configured vol (bps/√s) | with jumps | realized (10 s returns) | rel. error |",
              "|---|---|---|---|---|"]
     for n, r in t["regimes"].items():
-        lines.append(f"| {n} | {r['configured_vol']} | {r['configured_vol_with_jumps']} | {r['realized_vol']} | "
-                     f"{100 * r['rel_err']:+.1f} % |")
-    lines += ["", f"default: autocorrelation of |1-min returns|: {t['default_abs_1min_acf']}", "",
+        rel = _num(100 * r["rel_err"], 1)
+        lines.append(f"| {n} | {r['configured_vol']:g} | {r['configured_vol_with_jumps']:.4f} | "
+                     f"{r['realized_vol']:.4f} | {'+' if not rel.startswith('−') else ''}{rel} % |")
+    acf = t["default_abs_1min_acf"]
+    lines += ["", "`default`: autocorrelation of |1-min returns| lag 1/2/5 = "
+              + " / ".join(_num(acf[f"lag{k}"], 3) for k in (1, 2, 5)) + ".", "",
               "| scenario | excess kurtosis (1-min returns) | hour range median (bps) | hour range min (bps) |",
               "|---|---|---|---|"]
     for n, r in t["scenarios"].items():
-        lines.append(f"| {n} | {r['excess_kurtosis_1min']} | {r['hour_range_bps_median']} | "
-                     f"{r['hour_range_bps_min']} |")
+        lines.append(f"| {n} | {_num(r['excess_kurtosis_1min'], 1)} | {_num(r['hour_range_bps_median'], 1)} | "
+                     f"{_num(r['hour_range_bps_min'], 1)} |")
     return "\n".join(lines)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m soaklib.sim.hbt.realism")
-    ap.add_argument("--seeds", type=int, default=4, help="seeds 2000.. (24 hour-long windows each)")
+    ap.add_argument("--seeds", type=int, default=2, help="seeds 2000.. (24 hour-long windows each; docs: 2)")
     ap.add_argument("--cache-dir", default=None, help="market cache (default: $SOAK_MARKET_CACHE or ~/.cache)")
     a = ap.parse_args(argv)
     cache = MarketCache(a.cache_dir) if a.cache_dir else None
