@@ -13,7 +13,7 @@ from soaklib.core.goals import FAIL, INCONCLUSIVE, WARN
 from soaklib.judge.gate import evaluate_run
 from soaklib.publish.markdown import gate_markdown
 from soaklib.store.loader import open_run
-from soaklib.store.rundir import BASELINE_DIR, GATE, MANIFEST, REPORTS_DIR, write_errors
+from soaklib.store.rundir import GATE, REPORTS_DIR, write_errors
 
 
 @click.command("gate")
@@ -36,9 +36,7 @@ def command(run: str, last_n: int | None, summary_md: str | None, fail_on_warn: 
     """
     r = open_run(run)
     cfg = run_config(r, config_path)
-    base_path = baseline_run if baseline_run is not None else Path(r.path) / BASELINE_DIR
-    base = open_run(base_path) if baseline_run is not None or (Path(base_path) / MANIFEST).is_file() else None
-    res = evaluate_run(r, cfg, last_n, baseline=base)
+    res = evaluate_run(r, cfg, last_n, baseline=open_run(baseline_run) if baseline_run is not None else None)
     # the gate already names excluded failed iterations
     res.notes.extend(f"loader: {w}" for w in r.warnings if not w.startswith("failed iterations"))
     out = Path(r.path) / REPORTS_DIR / GATE

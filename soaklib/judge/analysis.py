@@ -167,7 +167,7 @@ def stats(iterations: pd.DataFrame, iters: Sequence[int], metrics: Sequence[str]
 
 def gate_result(run: Run, cfg: Mapping[str, Any], last_n: int) -> gate.GateResult:
     """The gate's result for the run's last-N window (soaklib.judge.gate is the one gate)."""
-    return gate.evaluate(run.iterations, cfg, last_n)
+    return gate.evaluate_run(run, cfg, last_n)
 
 
 def goal_rows(result: gate.GateResult) -> list[dict[str, Any]]:

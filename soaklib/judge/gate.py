@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,8 @@ from soaklib.core.goals import (
 from soaklib.core.run import Run
 from soaklib.core.text import fmt_num
 from soaklib.judge.compare import hodges_lehmann_paired, kpi_value, pairs
+from soaklib.store.loader import open_run
+from soaklib.store.rundir import BASELINE_DIR, MANIFEST
 
 
 @dataclass
@@ -349,8 +352,12 @@ def confirm_records(run: Run) -> list[Mapping[str, Any]]:
 
 def evaluate_run(run: Run, cfg: Mapping[str, Any], last_n: int | None = None, *,
                  baseline: Run | None = None) -> GateResult:
-    """The gate of a loaded run: the goals (on the confirmation phase when there is one) plus, when the
-    run has a baseline arm or ``baseline`` is given, non-inferiority against it on the same windows."""
+    """The gate of a loaded run (the one every command shows): the goals (on the confirmation phase
+    when there is one) plus non-inferiority against ``baseline``, by default the run's own baseline
+    arm (``RUN/baseline``) when it has one, on the same windows."""
+    arm = Path(run.path) / BASELINE_DIR
+    if baseline is None and (arm / MANIFEST).is_file():
+        baseline = open_run(arm)
     res = evaluate(run.iterations, cfg, last_n)
     has_phase = any(r.get("phase") == "confirm" for r in run.records)
     if baseline is None and not has_phase:

@@ -39,7 +39,7 @@ from soaklib.core.run import Run
 from soaklib.core.text import fmt_num
 from soaklib.execute import supervisor
 from soaklib.judge.compare import compare_records, pair_key
-from soaklib.judge.gate import confirm_records, evaluate
+from soaklib.judge.gate import confirm_records, evaluate_run
 from soaklib.judge.readiness import Readiness, readiness
 from soaklib.judge.verify import verify_run
 from soaklib.publish import dashboard, markdown
@@ -835,7 +835,7 @@ def build_bundle(run_path: str | os.PathLike | Run, out: str | os.PathLike, cfg:
     new_profile = flat_profile(_io.read_json(ov_path), reg, src=ov_path)
 
     last_n = snapshot.get("last_n") if isinstance(snapshot.get("last_n"), int) and snapshot["last_n"] >= 1 else None
-    gate_res = evaluate(run.iterations, cfg, last_n)
+    gate_res = evaluate_run(run, cfg, last_n)
     gate_d = gate_res.to_dict()
     notes += [f"run: {w}" for w in run.warnings]
     if snapshot.get("verdict") and snapshot.get("verdict") != gate_res.verdict:

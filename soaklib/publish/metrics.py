@@ -56,7 +56,7 @@ from soaklib.core.numbers import finite
 from soaklib.core.records import IterationRecord
 from soaklib.core.run import Run
 from soaklib.core.version import __version__
-from soaklib.judge.gate import evaluate
+from soaklib.judge.gate import evaluate_run
 from soaklib.judge.verify import verify_run
 
 SIDES = ("buy", "sell")
@@ -458,7 +458,7 @@ def _gate_verdict(run: Run, cfg: Config) -> str | None:
     """The run's gate verdict over the configured window ([report] last_n), evaluated now by the one
     gate -- the same verdict the snapshot and the bundle carry (a GATE.json written with another
     --last-n is not what a dashboard should show)."""
-    v = evaluate(run, cfg, int(cfg["report"]["last_n"])).verdict.lower()
+    v = evaluate_run(run, cfg, int(cfg["report"]["last_n"])).verdict.lower()
     return v if v in GATE_VERDICTS else None
 
 
