@@ -4,6 +4,7 @@ gate by trading less."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from helpers import run_cli
@@ -11,6 +12,7 @@ from helpers import run_cli
 from soaklib.core import io as _io
 from soaklib.core.config import load_config
 from soaklib.core.params import load_profile, registry
+from soaklib.sim import hbt
 from soaklib.store.loader import open_run
 from soaklib.store.rundir import BASELINE_DIR, MANIFEST
 from soaklib.tune import loop
@@ -153,3 +155,27 @@ def test_bad_confirm_iterations_is_one_line(tmp_path, capsys, value):
                               "--runs-dir", tmp_path], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--confirm-iterations" in err
     assert not any(tmp_path.iterdir())
+
+
+def test_trading_less_fails_on_pnl_per_hour_with_common_random_numbers(tmp_path, capsys, monkeypatch):
+    """On the hftbacktest engine both arms meet the same markets, so the paired judge is decisive:
+    the trading-less candidate FAILs on PnL per hour while the four seed goals pass (seed 51 was
+    not looked at before this test was written)."""
+    monkeypatch.setenv("SOAK_MARKET_CACHE", str(tmp_path / "markets"))
+    src = json.loads((Path(hbt.__file__).parent / "profiles" / "best_cell.json").read_text())
+    src.pop("_doc", None)
+    reg = registry(load_config())
+    slow = dict(src, min_interval_ms=reg["min_interval_ms"].max, base_spread_bps_delta=reg["base_spread_bps_delta"].max)
+    arms = {}
+    for name, prof in (("base", src), ("slow", slow)):
+        f = tmp_path / f"{name}.json"
+        f.write_text(json.dumps(prof))
+        code, _, err = run_cli(["run", "--runner", "hbt", "--iterations", 12, "--duration-s", 900, "--profile", f,
+                                "--seed", 51, "--runs-dir", tmp_path / name], capsys)
+        assert code == 0, err
+        arms[name] = tmp_path / name / "latest"
+    code, out, _ = run_cli(["gate", arms["slow"], "--baseline", arms["base"], "--last-n", 12], capsys)
+    g = _io.read_json(arms["slow"].resolve() / "reports" / "analysis" / "GATE.json")
+    st = {x["kpi"]: x["status"] for x in g["goals"]}
+    assert all(st[k] in ("PASS", "WARN") for k in ("maker_taker_ratio", "p95_latency_ms", "risk_ratio", "net_bps"))
+    assert st["pnl_per_hour_vs_baseline"] == "FAIL" and g["verdict"] == "FAIL" and code == 1, out
