@@ -346,6 +346,9 @@ BOUNDED = [
     ("report", "--last-n", "-5", "in [1, 1000000]"),
     ("report", "--last-n", "99999999999999999999999", "in [1, 1000000]"),
     ("report", "--last-n", "2.5", "an integer"),
+    ("report", "--last-n", "9" * 400, "in [1, 1000000]"),  # beyond a float: found by test_fuzz_long
+    ("run", "--confirm-iterations", "9" * 400, "in [0, 10000]"),
+    ("run", "--confirm-iterations", "-1", "in [0, 10000]"),
     ("run", "--iteration-timeout", "1e308", "<= 604800"),
     ("run", "--iteration-timeout", "inf", "<= 604800"),
     ("run", "--iteration-timeout", "nan", "<= 604800"),

@@ -62,7 +62,9 @@ def parse(option: str, text: Any) -> int | float | None:
             value = float(raw)
     except ValueError:  # includes int()'s digit limit: such a number is out of any bound anyway
         pass
-    if value is None or not math.isfinite(value) or not Draft202012Validator(sch).is_valid(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        value = None  # (an int is finite however long: math.isfinite would overflow on a 400-digit one)
+    if value is None or not Draft202012Validator(sch).is_valid(value):
         raise InputError(f"expected {schema.describe(sch)}, got {schema.short(str(text))}", field=option)
     return value
 
