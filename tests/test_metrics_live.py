@@ -171,7 +171,7 @@ def test_prometheus_scrapes_a_running_soak(tmp_path, monkeypatch):
     monkeypatch.setenv("BOT_RELEASE", str(release))
     port = free_port()
     runs = tmp_path / "runs"
-    proc = _soak_popen("run", "--runs-dir", runs, "--iterations", iterations, "--auto-tune",
+    proc = _soak_popen("run", "--runs-dir", runs, "--iterations", iterations, "--auto-tune", "--confirm-iterations", 0,
                        "--runner", f"{sys.executable} {bot}", "--metrics-port", port)
     prom = None
     try:

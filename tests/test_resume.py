@@ -131,7 +131,8 @@ def test_resume_rebuilds_stale_derived_files_from_records(tmp_path, reference):
         _io.write_json(d / "runtime_overrides.json", {"min_interval_ms": 999})  # stale
         (d / f".ITER_SUMMARY_{k + 1}.json.abc.tmp").write_text("{half")   # a cut-short temp file
         res = resume(d, runner=ToyRunner())
-        assert res.status == "completed" and res.iterations_run == N - k
+        # N tuning iterations, then the confirmation phase (and its baseline arm, resumed too)
+        assert res.status == "completed" and res.iterations_run == len(reference.records) - k
         assert stripped(open_run(d).records) == stripped(reference.records)
         assert _io.read_json(d / "runtime_overrides.json") == _io.read_json(reference.path / "runtime_overrides.json")
         assert not list(d.glob(".*.tmp"))

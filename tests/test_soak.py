@@ -30,6 +30,8 @@ VALID_SOURCES = {"fills_volume", "fills_count", "weekly_rollup", "mock_default",
 
 
 def soak(tmp_path, n=3, *, runner=None, seed=7, auto_tune=True, cfg=CFG, **kw):
+    # the loop's mechanics; the confirmation phase has its own tests (test_confirm.py)
+    kw.setdefault("confirm_iterations", 0)
     return run_soak(runs_dir=tmp_path, iterations=n, cfg=cfg, profile_name="best_cell", profile_values=BEST,
                     seed=seed, auto_tune=auto_tune, duration_s=60.0, runner=runner or ToyRunner(), **kw)
 
@@ -71,7 +73,7 @@ def test_smoke_three_iterations_simulator(tmp_path):
     """The real simulator end to end (short windows keep it cheap)."""
     cfg = load_config(overrides={"run": {"duration_s": 120.0}})
     res = run_soak(runs_dir=tmp_path, iterations=3, cfg=cfg, profile_name="best_cell", profile_values=BEST, seed=11,
-                   auto_tune=True, scenario="default")
+                   auto_tune=True, scenario="default", confirm_iterations=0)
     assert res.status == "completed"
     assert_seed_smoke_fields(res.path, 3)
     run = open_run(tmp_path / "latest")
@@ -273,8 +275,8 @@ def toy_cli(monkeypatch):
 
 
 def test_cli_run_prints_table_and_run_dir(tmp_path, capsys, toy_cli):
-    code, out, err = cli(["run", "--iterations", "3", "--auto-tune", "--runs-dir", str(tmp_path), "--seed", "2",
-                          "--duration-s", "30"], capsys)
+    code, out, err = cli(["run", "--iterations", "3", "--auto-tune", "--confirm-iterations", "0", "--runs-dir",
+                          str(tmp_path), "--seed", "2", "--duration-s", "30"], capsys)
     assert code == 0, err
     assert "iter status" in out and out.count("\n") >= 5
     run_dir = Path(out.strip().splitlines()[-1].split()[1])
@@ -293,7 +295,7 @@ def test_cli_run_prints_table_and_run_dir(tmp_path, capsys, toy_cli):
     (["--scenario", "missing/file.toml"], "scenario file not found"),
     (["--scenario", "nosuch"], "unknown scenario 'nosuch'"),
     (["--on-failure", "explode"], "expected 'continue' or 'stop'"),
-    (["--iterations", "many"], "field '--iterations': expected an integer, got 'many'"),
+    (["--iterations", "many"], "field '--iterations': expected an integer >= 1, got \"many\""),
     (["--duration-s", "nan"], "--duration-s"),
 ])
 def test_cli_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, toy_cli, args, needle):
