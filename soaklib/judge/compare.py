@@ -167,7 +167,7 @@ def rules_from_config(cfg: Mapping[str, Any], *, src: object = "<config>") -> li
 def _settings(cfg: Mapping[str, Any]) -> dict[str, float]:
     sec = cfg["compare"]
     return {k: sec[k] for k in ("min_pairs", "confidence", "dispersion_ratio_max", "min_count_events",
-                                "tail_quantile")}
+                                "tail_quantile", "bootstrap_resamples", "bootstrap_seed")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,17 +330,29 @@ def _location(rule: KpiRule, b: np.ndarray, c: np.ndarray, conf: float, paired: 
                       non_inferior=noninf, baseline=float(np.median(b)), candidate=float(np.median(c)))
 
 
-def _tail(rule: KpiRule, b: np.ndarray, c: np.ndarray, conf: float, paired: bool, q: float) -> KpiVerdict:
+def _tail(rule: KpiRule, b: np.ndarray, c: np.ndarray, conf: float, paired: bool, q: float,
+          resamples: int, seed: int) -> KpiVerdict:
     """A tail KPI: judged on the paired differences like a location KPI, and additionally on the arms'
-    upper quantiles (a candidate whose worst windows are worse by more than the margin is WORSE)."""
+    upper quantiles: WORSE when a bootstrap interval of the quantiles' difference (pairs resampled
+    together when paired) lies wholly beyond the margin. (Comparing the two sample quantiles without
+    an interval called 39 % of A/A comparisons WORSE: bench judge.)"""
     v = _location(rule, b, c, conf, paired)
     qb, qc = float(np.quantile(b, q)), float(np.quantile(c, q))
     v.baseline, v.candidate = qb, qc
-    v.extra = {"quantile": q, "baseline_median": float(np.median(b)), "candidate_median": float(np.median(c))}
-    worse_tail = (qc - qb > v.margin) if rule.direction == "lower" else (qb - qc > v.margin)
-    if worse_tail and v.verdict != WORSE:
+    rng = np.random.default_rng(seed)
+    ib = rng.integers(0, b.size, size=(resamples, b.size))
+    ic = ib if paired else rng.integers(0, c.size, size=(resamples, c.size))
+    d = np.quantile(c[ic], q, axis=1) - np.quantile(b[ib], q, axis=1)
+    if rule.direction == "higher":
+        d = -d  # positive = worse
+    a = (1.0 - conf) / 2.0
+    lo = float(np.quantile(d, a))
+    v.extra = {"quantile": q, "baseline_median": float(np.median(b)), "candidate_median": float(np.median(c)),
+               "tail_worse_interval": [lo, float(np.quantile(d, 1.0 - a))]}
+    if lo > v.margin and v.verdict != WORSE:
         v.verdict, v.non_inferior = WORSE, False
-        v.reason = f"upper quantile q{q:g} worse by {abs(qc - qb):.4g} > margin {v.margin:g}"
+        v.reason = (f"upper quantile q{q:g} worse by {abs(qc - qb):.4g}; interval of the worsening "
+                    f"[{lo:.4g}, {v.extra['tail_worse_interval'][1]:.4g}] beyond margin {v.margin:g}")
     return v
 
 
@@ -432,7 +444,8 @@ def compare_records(baseline: Sequence[Mapping[str, Any]], candidate: Sequence[M
                                              f"both arms, fewer than min_pairs={min_pairs}"))
             continue
         if rule.kind == "tail":
-            v = _tail(rule, bv, cv, conf, matched is not None, float(st["tail_quantile"]))
+            v = _tail(rule, bv, cv, conf, matched is not None, float(st["tail_quantile"]),
+                      int(st["bootstrap_resamples"]), int(st["bootstrap_seed"]))
         else:
             v = _location(rule, bv, cv, conf, matched is not None)
         grew, why, info = _dispersion(rule, bv, cv, float(st["dispersion_ratio_max"]), conf, matched is not None)

@@ -275,12 +275,13 @@ PNL_VS_BASELINE = "pnl_per_hour_vs_baseline"
 RISK_ADJ_VS_BASELINE = "risk_adjusted_pnl_vs_baseline"
 
 
-def _ni_status(est: float, lo: float, margin: float) -> str:
-    """PASS: the interval rules out worse-by-the-margin; FAIL: the estimate itself is worse than the
-    margin (non-inferiority not shown and more likely violated than not); INCONCLUSIVE otherwise."""
+def _ni_status(lo: float, hi: float, margin: float) -> str:
+    """PASS: the interval rules out worse-by-the-margin; FAIL: all of it is worse than the margin;
+    INCONCLUSIVE (not a pass either) otherwise. FAILing on the estimate alone failed 25-31 % of A/A
+    comparisons on independent markets (bench judge); on the whole interval, 0-1 %."""
     if lo >= -margin:
         return PASS
-    if est < -margin:
+    if hi < -margin:
         return FAIL
     return INCONCLUSIVE
 
@@ -291,7 +292,7 @@ def baseline_goals(candidate: Sequence[Mapping[str, Any]], baseline: Sequence[Ma
 
     PnL per hour: the paired Hodges–Lehmann interval of candidate − baseline at ``[compare]
     confidence`` must not reach below −margin (margin = ``pnl_per_hour_margin_rel`` × |baseline
-    median|): PASS when it does not, FAIL when the estimate is below −margin, INCONCLUSIVE otherwise. Risk-adjusted
+    median|): PASS when it does not, FAIL when all of it lies below −margin, INCONCLUSIVE otherwise. Risk-adjusted
     PnL (mean/sd of the hourly PnL over the windows): the same rule on a paired bootstrap interval.
     Fewer pairs than ``[compare] min_pairs`` or no baseline: INCONCLUSIVE, never PASS.
     """
@@ -315,7 +316,7 @@ def baseline_goals(candidate: Sequence[Mapping[str, Any]], baseline: Sequence[Ma
     margin = float(sec["pnl_per_hour_margin_rel"]) * abs(float(np.median(b)))
     est, lo, hi = (0.0, 0.0, 0.0) if np.all(d == 0) else hodges_lehmann_paired(d, conf)
     out.append(GoalResult(PNL_VS_BASELINE, "hl_lower", ">=", round(-margin, 10), None, round(lo, 10),
-                          _ni_status(est, lo, margin), n,
+                          _ni_status(lo, hi, margin), n,
                           f"candidate − baseline {est:+.4g}/h [{lo:.4g}, {hi:.4g}] at {conf:.0%}, "
                           f"margin {margin:.4g}/h"))
 
@@ -338,7 +339,7 @@ def baseline_goals(candidate: Sequence[Mapping[str, Any]], baseline: Sequence[Ma
     lo_r, hi_r = float(np.quantile(diff, a)), float(np.quantile(diff, 1.0 - a))
     margin_r = float(sec["risk_adjusted_margin_rel"]) * abs(rb)
     out.append(GoalResult(RISK_ADJ_VS_BASELINE, "bootstrap_lower", ">=", round(-margin_r, 10), None, round(lo_r, 10),
-                          _ni_status(rc - rb, lo_r, margin_r), n,
+                          _ni_status(lo_r, hi_r, margin_r), n,
                           f"mean/sd of hourly PnL {rc:.4g} vs baseline {rb:.4g}; difference [{lo_r:.4g}, {hi_r:.4g}] "
                           f"at {conf:.0%}, margin {margin_r:.4g}"))
     return out
