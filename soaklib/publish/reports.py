@@ -715,9 +715,10 @@ def _execute(name: str, out_nb: Path, params: dict, kernel: str, timeout: float,
     extra = {"kernel_manager_class": _manager_class(km)} if km is not None else {}
     template = notebook_path(name)
     try:
-        # papermill records both paths in the executed notebook's metadata: relative ones when they are
-        # below the cwd (papermill resolves them against it)
-        nb = pm.execute_notebook(cwd_relative(template), cwd_relative(out_nb), parameters=p, kernel_name=kernel,
+        # executed with absolute paths (a relative output path was once resolved elsewhere and papermill
+        # found no output folder); the metadata names them relative to the cwd below (no absolute path)
+        nb = pm.execute_notebook(str(Path(template).resolve()), str(Path(out_nb).resolve()), parameters=p,
+                                 kernel_name=kernel,
                                  progress_bar=False, log_output=False, execution_timeout=timeout, cwd=None,
                                  # no rewrite of the whole notebook after every cell; papermill still
                                  # saves the partly executed copy when a cell fails
@@ -738,14 +739,16 @@ def _execute(name: str, out_nb: Path, params: dict, kernel: str, timeout: float,
         raise ReportError(f"{name} notebook could not run: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
                           path=out_nb) from None
     meta = nb.metadata.get("papermill", {})
-    if Path(meta.get("input_path", "")).is_absolute():
-        # the template lives outside the cwd (an installed soaklib): name it as the checkout does and
-        # write the notebook once more, so the executed copy holds no absolute path
+    meta["output_path"] = cwd_relative(out_nb)
+    meta["input_path"] = cwd_relative(template)
+    if Path(meta["input_path"]).is_absolute():
+        # the template lives outside the cwd (an installed soaklib): name it as the checkout does
         meta["input_path"] = f"{template.parent.name}/{template.name}"
-        import nbformat  # heavy; only on this path
+    import nbformat  # heavy; only after the notebook ran
 
-        with write_errors(out_nb, "write the report"):
-            _io.atomic_write_bytes(out_nb, nbformat.writes(nb).encode("utf-8"))
+    # written once more, so the executed copy holds no absolute path
+    with write_errors(out_nb, "write the report"):
+        _io.atomic_write_bytes(out_nb, nbformat.writes(nb).encode("utf-8"))
     return time.perf_counter() - t, nb
 
 
