@@ -379,22 +379,29 @@ def _count(rule: KpiRule, b: np.ndarray, c: np.ndarray, min_events: int) -> KpiV
                       reason=f"{kb} vs {kc} events: no significant difference")
 
 
+def _mad(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.median(np.abs(x - np.median(x, axis=axis, keepdims=True)), axis=axis)
+
+
 def _dispersion(rule: KpiRule, b: np.ndarray, c: np.ndarray, ratio_max: float, conf: float,
-                paired: bool) -> tuple[bool, str, dict[str, float]]:
-    """Brown–Forsythe style: absolute deviations from each arm's median, compared (paired if possible)."""
-    db, dc = np.abs(b - np.median(b)), np.abs(c - np.median(c))
-    sb, sc = float(np.median(db)), float(np.median(dc))
+                paired: bool, resamples: int, seed: int) -> tuple[bool, str, dict[str, float]]:
+    """The spread across windows (median absolute deviation from each arm's median) grew when a
+    bootstrap interval of the candidate/baseline ratio (pairs resampled together when paired) lies
+    wholly above ``ratio_max``. (A Brown–Forsythe rank test with the ratio's point estimate called
+    6 % of A/A comparisons WORSE on p95: bench judge.)"""
+    sb, sc = float(_mad(b)), float(_mad(c))
     ratio = (sc / sb) if sb > 0 else (math.inf if sc > 0 else 1.0)
-    if np.all(dc == db):
-        p = 1.0
-    elif paired:
-        p = float(stats.wilcoxon(dc - db, alternative="greater").pvalue)
-    else:
-        p = float(stats.mannwhitneyu(dc, db, alternative="greater").pvalue)
-    info = {"baseline_mad": sb, "candidate_mad": sc, "ratio": ratio, "p_value": p}
-    grew = ratio > ratio_max and p < 1.0 - conf
-    return grew, (f"dispersion grew {ratio:.3g}x (median absolute deviation {sb:.4g} -> {sc:.4g}, "
-                  f"p={p:.3g})"), info
+    rng = np.random.default_rng(seed)
+    ib = rng.integers(0, b.size, size=(resamples, b.size))
+    ic = ib if paired else rng.integers(0, c.size, size=(resamples, c.size))
+    mb, mc = _mad(b[ib]), _mad(c[ic])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(mb > 0, mc / np.where(mb > 0, mb, 1.0), np.where(mc > 0, np.inf, 1.0))
+    lo = float(np.quantile(r, (1.0 - conf) / 2.0))
+    info = {"baseline_mad": sb, "candidate_mad": sc, "ratio": ratio, "ratio_lower": lo}
+    grew = lo > ratio_max
+    return grew, (f"dispersion grew {ratio:.3g}x (median absolute deviation {sb:.4g} -> {sc:.4g}; "
+                  f"ratio's lower bound {lo:.3g} > {ratio_max:g})"), info
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,7 +455,8 @@ def compare_records(baseline: Sequence[Mapping[str, Any]], candidate: Sequence[M
                       int(st["bootstrap_resamples"]), int(st["bootstrap_seed"]))
         else:
             v = _location(rule, bv, cv, conf, matched is not None)
-        grew, why, info = _dispersion(rule, bv, cv, float(st["dispersion_ratio_max"]), conf, matched is not None)
+        grew, why, info = _dispersion(rule, bv, cv, float(st["dispersion_ratio_max"]), conf, matched is not None,
+                                      int(st["bootstrap_resamples"]), int(st["bootstrap_seed"]))
         v.extra = {**v.extra, "dispersion": info}
         if grew and v.verdict != WORSE:
             v.verdict, v.non_inferior, v.reason = WORSE, False, why
