@@ -179,3 +179,18 @@ def test_trading_less_fails_on_pnl_per_hour_with_common_random_numbers(tmp_path,
     st = {x["kpi"]: x["status"] for x in g["goals"]}
     assert all(st[k] in ("PASS", "WARN") for k in ("maker_taker_ratio", "p95_latency_ms", "risk_ratio", "net_bps"))
     assert st["pnl_per_hour_vs_baseline"] == "FAIL" and g["verdict"] == "FAIL" and code == 1, out
+
+
+def test_recommendations_skip_the_baseline_goals_they_have_no_lever_for(tuned):
+    """A FAIL on non-inferiority once crashed the recommendations notebook (KeyError: it looked the
+    goal up among the KPI goals to find levers)."""
+    from soaklib.judge import analysis, recommend
+
+    run = open_run(tuned.path)
+    cfg = load_config(overrides={"confirm": {"iterations": 3}})
+    snap = analysis.snapshot(run, cfg, 3)
+    assert "pnl_per_hour_vs_baseline" in snap["goals"]
+    snap["goals"]["pnl_per_hour_vs_baseline"]["status"] = "FAIL"
+    rec = recommend.recommend(run, cfg, 3, snapshot=snap, simulate=False)
+    assert "pnl_per_hour_vs_baseline" not in rec.targets
+    assert any("not inferior to the baseline is not met (pnl_per_hour_vs_baseline)" in n for n in rec.notes)

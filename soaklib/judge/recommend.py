@@ -115,8 +115,13 @@ def recommend(run: Run, cfg: Mapping[str, Any], last_n: int, *, snapshot: Mappin
     """Recommendations for the goals the run fails or only softly meets over the last N iterations."""
     snap = snapshot or analysis.snapshot(run, cfg, last_n)
     goals = snap["goals"]
-    targets = [k for k, g in goals.items() if g.get("status") in TARGET_STATUSES]
+    missed = [k for k, g in goals.items() if g.get("status") in TARGET_STATUSES]
+    # the KPI goals have levers; the non-inferiority goals against the baseline (judge.gate) do not
+    targets = [k for k in missed if k in cfg["goals"]]
     rec = Recommendations(mode="none", targets=targets, goals=dict(goals))
+    if len(targets) < len(missed):
+        rec.notes.append("not inferior to the baseline is not met (" + ", ".join(k for k in missed if k not in targets)
+                         + "): no lever moves it directly; see the comparison report")
     if rec.inconclusive:
         rec.notes.append("not enough data for " + ", ".join(rec.inconclusive) + ": no change computed for them")
     if not targets:
