@@ -30,6 +30,12 @@ def _fig(cfg: Mapping[str, Any], rows: int = 1, cols: int = 1, height_per_row: f
     return fig, axes
 
 
+def _hide_unused(axes, used: int, rows: int, cols: int) -> None:
+    """Blank the grid cells after the first ``used`` (a grid is filled row by row)."""
+    for k in range(used, rows * cols):
+        axes[k // cols][k % cols].axis("off")
+
+
 def _layout(fig) -> None:
     # fixed margins: tight_layout measures every text artist and costs ~0.2 s per figure
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.1, top=0.9, wspace=0.22, hspace=0.45)
@@ -72,8 +78,7 @@ def kpi_trends(iterations: pd.DataFrame, goals: Mapping[str, Mapping[str, Any]],
         ax.set_title(name, fontsize=9, y=1.0)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6, loc="upper left")
-    for k in range(len(names), rows * cols):
-        axes[k // cols][k % cols].axis("off")
+    _hide_unused(axes, len(names), rows, cols)
     _layout(fig)
     return fig
 
@@ -208,8 +213,7 @@ def param_trajectories(params: pd.DataFrame, decisions: pd.DataFrame, reg, cfg: 
                            label=lab, zorder=3)
         ax.set_title(f"{name} [{p.min:g}, {p.max:g}] {p.unit}", fontsize=8, y=1.0)
         ax.tick_params(labelsize=6)
-    for k in range(len(names), rows * cols):
-        axes[k // cols][k % cols].axis("off")
+    _hide_unused(axes, len(names), rows, cols)
     if seen:
         fig.legend(fontsize=6, loc="lower right", title="guard events", title_fontsize=6)
     _layout(fig)
@@ -269,7 +273,6 @@ def paired_differences(diffs: pd.DataFrame, comparison: Any, cfg: Mapping[str, A
         ax.set_xlabel("paired window", fontsize=7)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6, loc="upper left")
-    for k in range(len(names), rows * cols):
-        axes[k // cols][k % cols].axis("off")
+    _hide_unused(axes, len(names), rows, cols)
     _layout(fig)
     return fig
